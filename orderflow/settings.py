@@ -1,0 +1,171 @@
+"""Configuration of orderflow: one `Settings`, read from `ORDERFLOW_*` variables or a `.env` file.
+
+Every credential is a `SecretStr`, so it never shows up in a repr, a log line or a traceback. The
+defaults point every adapter at the local sandbox with the sandbox's well-known credentials;
+pointing at a real vendor is configuration only. To stop a sandbox credential from reaching a
+real vendor by accident, a system whose base URL is not on this machine refuses them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SANDBOX_URL = "http://127.0.0.1:8700"
+
+# The sandbox's own credentials. They are published on purpose (every developer's sandbox
+# accepts them) and must therefore never be sent to a real vendor: see `_refuse_sandbox_secrets`.
+SANDBOX_SHOPIFY_ACCESS_TOKEN = "shpat_sandbox_0000000000000000"
+SANDBOX_SHOPIFY_CLIENT_ID = "sandbox-shopify-client"
+SANDBOX_SHOPIFY_CLIENT_SECRET = "shpss_sandbox_webhook_secret"
+SANDBOX_NETSUITE_ACCOUNT = "1234567_SB1"
+SANDBOX_NETSUITE_CONSUMER_KEY = "sandbox-consumer-key"
+SANDBOX_NETSUITE_CONSUMER_SECRET = "sandbox-consumer-secret"
+SANDBOX_NETSUITE_TOKEN_ID = "sandbox-token-id"
+SANDBOX_NETSUITE_TOKEN_SECRET = "sandbox-token-secret"
+SANDBOX_NETSUITE_CLIENT_ID = "sandbox-m2m-client"
+SANDBOX_NETSUITE_CERTIFICATE_ID = "sandbox-certificate"
+SANDBOX_WMS_TOKEN = "sandbox-shipbob-pat"
+SANDBOX_WMS_CHANNEL_ID = 100001
+SANDBOX_WMS_WEBHOOK_SECRET = "whsec_c2FuZGJveC13bXMtd2ViaG9vay1zZWNyZXQ="
+SANDBOX_CARRIER_API_KEY = "EZTKsandbox0000000000"
+SANDBOX_CARRIER_WEBHOOK_SECRET = "sandbox-easypost-webhook-secret"
+
+SANDBOX_SECRETS = frozenset(
+    {
+        SANDBOX_SHOPIFY_ACCESS_TOKEN,
+        SANDBOX_SHOPIFY_CLIENT_SECRET,
+        SANDBOX_NETSUITE_CONSUMER_SECRET,
+        SANDBOX_NETSUITE_TOKEN_SECRET,
+        SANDBOX_WMS_TOKEN,
+        SANDBOX_WMS_WEBHOOK_SECRET,
+        SANDBOX_CARRIER_API_KEY,
+        SANDBOX_CARRIER_WEBHOOK_SECRET,
+    }
+)
+
+# Where local state lives: the SQLite database, the sandbox's generated keys.
+STATE_DIR = Path(".orderflow")
+
+
+def is_local_url(url: str) -> bool:
+    """True when a base URL names this machine (the sandbox), not a vendor on the internet."""
+    host = urlsplit(url).hostname or ""
+    if host in {"localhost", "testserver"}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _SystemSettings(BaseModel):
+    """Common shape of one external system's connection settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str
+    timeout_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_sandbox_secrets(self) -> _SystemSettings:
+        if is_local_url(self.base_url):
+            return self
+        for name, value in self:
+            if isinstance(value, SecretStr) and value.get_secret_value() in SANDBOX_SECRETS:
+                raise ValueError(
+                    f"{name} still holds the sandbox's published credential, but base_url "
+                    f"{self.base_url!r} is not the sandbox; set the real secret"
+                )
+        return self
+
+
+class ShopifySettings(_SystemSettings):
+    """The Shopify store: Admin GraphQL endpoint, access token and webhook secret."""
+
+    base_url: str = f"{SANDBOX_URL}/shopify"
+    api_version: str = "2025-10"
+    shop_domain: str = "orderflow-sandbox.myshopify.com"
+    # "access_token": a static Admin API token (legacy custom apps); "client_credentials": the
+    # adapter exchanges client id and secret for a ~24 h token and refreshes it before expiry.
+    auth_method: Literal["access_token", "client_credentials"] = "access_token"
+    access_token: SecretStr = SecretStr(SANDBOX_SHOPIFY_ACCESS_TOKEN)
+    client_id: str = SANDBOX_SHOPIFY_CLIENT_ID
+    # Signs webhooks. During a rotation Shopify may sign with the old secret for up to an hour.
+    client_secret: SecretStr = SecretStr(SANDBOX_SHOPIFY_CLIENT_SECRET)
+    previous_client_secret: SecretStr | None = None
+    # A throttle shorter than this is waited out inside the call; a longer one goes back to
+    # Temporal as a retryable error carrying the delay.
+    max_throttle_wait_seconds: float = 5.0
+
+
+class NetSuiteSettings(_SystemSettings):
+    """The NetSuite account: REST endpoint, realm and either TBA or OAuth 2.0 M2M credentials."""
+
+    base_url: str = f"{SANDBOX_URL}/netsuite"
+    account_id: str = SANDBOX_NETSUITE_ACCOUNT
+    auth_method: Literal["oauth2", "tba"] = "oauth2"
+    # Token-based authentication (OAuth 1.0a, HMAC-SHA256), for existing integrations.
+    consumer_key: str = SANDBOX_NETSUITE_CONSUMER_KEY
+    consumer_secret: SecretStr = SecretStr(SANDBOX_NETSUITE_CONSUMER_SECRET)
+    token_id: str = SANDBOX_NETSUITE_TOKEN_ID
+    token_secret: SecretStr = SecretStr(SANDBOX_NETSUITE_TOKEN_SECRET)
+    # OAuth 2.0 client credentials: a JWT signed with the certificate's private key.
+    client_id: str = SANDBOX_NETSUITE_CLIENT_ID
+    certificate_id: str = SANDBOX_NETSUITE_CERTIFICATE_ID
+    private_key_file: Path = STATE_DIR / "sandbox" / "netsuite-m2m-key.pem"
+    jwt_algorithm: Literal["PS256", "PS384", "PS512", "ES256", "ES384", "ES512"] = "PS256"
+    # NetSuite limits concurrent requests per account, shared with every other integration.
+    max_concurrency: int = Field(default=4, ge=1)
+    subsidiary_id: str = "1"
+
+
+class WmsSettings(_SystemSettings):
+    """The warehouse system (ShipBob-shaped REST): token, channel and webhook secret."""
+
+    base_url: str = f"{SANDBOX_URL}/wms"
+    api_version: str = "2026-01"
+    token: SecretStr = SecretStr(SANDBOX_WMS_TOKEN)
+    channel_id: int = SANDBOX_WMS_CHANNEL_ID
+    webhook_secret: SecretStr = SecretStr(SANDBOX_WMS_WEBHOOK_SECRET)
+    max_throttle_wait_seconds: float = 5.0
+
+
+class CarrierSettings(_SystemSettings):
+    """The shipping carrier API (EasyPost-shaped): API key, webhook secret, ship-from address."""
+
+    base_url: str = f"{SANDBOX_URL}/carrier"
+    api_key: SecretStr = SecretStr(SANDBOX_CARRIER_API_KEY)
+    webhook_secret: SecretStr = SecretStr(SANDBOX_CARRIER_WEBHOOK_SECRET)
+
+
+class Settings(BaseSettings):
+    """Everything orderflow reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    shopify: ShopifySettings = ShopifySettings()
+    netsuite: NetSuiteSettings = NetSuiteSettings()
+    wms: WmsSettings = WmsSettings()
+    carrier: CarrierSettings = CarrierSettings()
+
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = 8700
+    state_dir: Path = STATE_DIR
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
