@@ -57,9 +57,7 @@ def settings(sandbox_url: str, m2m_key_file: Path) -> Settings:
     """Settings whose every adapter points at this test's sandbox."""
     return Settings(
         shopify=ShopifySettings(base_url=f"{sandbox_url}/shopify", timeout_seconds=5),
-        netsuite=NetSuiteSettings(
-            base_url=f"{sandbox_url}/netsuite", private_key_file=m2m_key_file, timeout_seconds=5
-        ),
+        netsuite=NetSuiteSettings(base_url=f"{sandbox_url}/netsuite", private_key_file=m2m_key_file, timeout_seconds=5),
         wms=WmsSettings(base_url=f"{sandbox_url}/wms", timeout_seconds=5),
         carrier=CarrierSettings(base_url=f"{sandbox_url}/carrier", timeout_seconds=5),
     )

@@ -163,18 +163,14 @@ class WebhookOutbox:
 
     def emit(self, system: str, topic: str, payload: Any, *, event_id: str) -> list[Delivery]:
         """Queue an event for every subscriber of its topic; returns the deliveries created."""
-        body = (
-            payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), default=str)
-        )
+        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), default=str)
         now = self.clock.now()
         chaos = self.chaos.get(system, OutboxChaos())
         created: list[Delivery] = []
         for sub in self.subscriptions_of(system):
             if not sub.wants(topic):
                 continue
-            delay = (
-                self._random.uniform(0, chaos.reorder_window_seconds) if chaos.reorder_window_seconds else 0
-            )
+            delay = self._random.uniform(0, chaos.reorder_window_seconds) if chaos.reorder_window_seconds else 0
             delivery = Delivery(
                 id=f"dlv-{next(self._ids)}",
                 system=system,
@@ -225,11 +221,7 @@ class WebhookOutbox:
     def due(self) -> list[Delivery]:
         """Pending deliveries whose time has come, oldest first."""
         now = self.clock.now()
-        ready = [
-            d
-            for d in self.deliveries.values()
-            if d.status is DeliveryStatus.PENDING and d.next_attempt_at <= now
-        ]
+        ready = [d for d in self.deliveries.values() if d.status is DeliveryStatus.PENDING and d.next_attempt_at <= now]
         return sorted(ready, key=lambda d: d.next_attempt_at)
 
     async def pump(self, http: httpx.AsyncClient) -> int:
@@ -255,9 +247,7 @@ class WebhookOutbox:
         delivery.headers_sent = headers
         attempt = Attempt(at=now)
         try:
-            response = await http.post(
-                delivery.url, content=raw, headers=headers, timeout=policy.timeout_seconds
-            )
+            response = await http.post(delivery.url, content=raw, headers=headers, timeout=policy.timeout_seconds)
             attempt.status_code = response.status_code
             ok = 200 <= response.status_code < 300
         except httpx.HTTPError as exc:

@@ -67,9 +67,7 @@ class SeedCustomer:
 
 WAREHOUSES: tuple[Warehouse, ...] = (
     Warehouse(8, "Cicero (IL)", "6", 72000000008, "5900 W Ogden Ave", "Cicero", "IL", "60804"),
-    Warehouse(
-        11, "Moreno Valley (CA)", "7", 72000000011, "17800 Perris Blvd", "Moreno Valley", "CA", "92551"
-    ),
+    Warehouse(11, "Moreno Valley (CA)", "7", 72000000011, "17800 Perris Blvd", "Moreno Valley", "CA", "92551"),
 )
 
 _FAMILIES: tuple[tuple[str, str, str, str], ...] = (

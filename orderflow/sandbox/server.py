@@ -25,9 +25,7 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 class BackgroundServer:
     """An ASGI app served over real HTTP on loopback from a daemon thread, until `stop()`."""
 
-    def __init__(
-        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
-    ) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
         self._sock = bind_socket(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
         config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
