@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -29,12 +29,16 @@ def default_simulators(ctx: SandboxContext) -> list[Simulator]:
     return [ShopifySimulator(ctx), NetSuiteSimulator(ctx), WmsSimulator(ctx), CarrierSimulator(ctx)]
 
 
+SimulatorFactory = Callable[[SandboxContext], list[Simulator]]
+
+
 class Sandbox:
     """The running sandbox: its context and simulators, and the engine loop that drives them."""
 
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(self, config: SandboxConfig | None = None, *, simulators: SimulatorFactory | None = None) -> None:
         self.ctx = SandboxContext(config or SandboxConfig())
-        self.simulators: dict[str, Simulator] = {sim.name: sim for sim in default_simulators(self.ctx)}
+        build = simulators or default_simulators
+        self.simulators: dict[str, Simulator] = {sim.name: sim for sim in build(self.ctx)}
         self._tick_lock = asyncio.Lock()
         self.reset()
 
@@ -196,9 +200,14 @@ def control_router(sandbox: Sandbox) -> APIRouter:
     return router
 
 
-def create_app(config: SandboxConfig | None = None, *, run_engines: bool = True) -> FastAPI:
+def create_app(
+    config: SandboxConfig | None = None,
+    *,
+    run_engines: bool = True,
+    simulators: SimulatorFactory | None = None,
+) -> FastAPI:
     """The sandbox as an ASGI app. With `run_engines`, a background loop drives time and webhooks."""
-    sandbox = Sandbox(config)
+    sandbox = Sandbox(config, simulators=simulators)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

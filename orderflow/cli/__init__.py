@@ -1,0 +1,20 @@
+"""The `orderflow` command line: one module per command group, joined here."""
+
+from __future__ import annotations
+
+import typer
+
+from orderflow.cli import sandbox
+
+app = typer.Typer(
+    name="orderflow",
+    help="Durable order-to-cash and return-to-refund sagas on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold credentials
+)
+app.add_typer(sandbox.app, name="sandbox")
+
+
+def main() -> None:
+    """Entry point of the `orderflow` console script."""
+    app()
