@@ -72,6 +72,9 @@ class _SystemSettings(BaseModel):
 
     base_url: str
     timeout_seconds: float = Field(default=15.0, gt=0)
+    # A throttle shorter than this is waited out inside the call; a longer one goes back to
+    # Temporal as a retryable error carrying the delay, so the activity slot is not held asleep.
+    max_throttle_wait_seconds: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="after")
     def _refuse_sandbox_secrets(self) -> _SystemSettings:
@@ -100,9 +103,6 @@ class ShopifySettings(_SystemSettings):
     # Signs webhooks. During a rotation Shopify may sign with the old secret for up to an hour.
     client_secret: SecretStr = SecretStr(SANDBOX_SHOPIFY_CLIENT_SECRET)
     previous_client_secret: SecretStr | None = None
-    # A throttle shorter than this is waited out inside the call; a longer one goes back to
-    # Temporal as a retryable error carrying the delay.
-    max_throttle_wait_seconds: float = 5.0
 
 
 class NetSuiteSettings(_SystemSettings):
@@ -134,7 +134,6 @@ class WmsSettings(_SystemSettings):
     token: SecretStr = SecretStr(SANDBOX_WMS_TOKEN)
     channel_id: int = SANDBOX_WMS_CHANNEL_ID
     webhook_secret: SecretStr = SecretStr(SANDBOX_WMS_WEBHOOK_SECRET)
-    max_throttle_wait_seconds: float = 5.0
 
 
 class CarrierSettings(_SystemSettings):
