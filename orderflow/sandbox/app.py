@@ -37,13 +37,16 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None, *, simulators: SimulatorFactory | None = None) -> None:
         self.ctx = SandboxContext(config or SandboxConfig())
+        # What `reset()` returns to: run-time changes (demo mode) are state, not configuration.
+        self._initial_config = self.ctx.config
         build = simulators or default_simulators
         self.simulators: dict[str, Simulator] = {sim.name: sim for sim in build(self.ctx)}
         self._tick_lock = asyncio.Lock()
         self.reset()
 
     def reset(self) -> None:
-        """Every system back to its seed state; faults cleared; start-up subscriptions restored."""
+        """Every system back to its seed state; faults cleared; start-up subscriptions and demo mode restored."""
+        self.ctx.config = self._initial_config
         self.ctx.faults.clear()
         self.ctx.outbox.reset()
         self.ctx.clock.reset()

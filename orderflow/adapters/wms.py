@@ -1,0 +1,459 @@
+"""The warehouse adapter: ShipBob's REST API (2026-01) spoken in orderflow's canonical models.
+
+- Authentication is a personal access token (`Authorization: Bearer ...`); every call also names
+  the channel (`shipbob_channel_id`), which ShipBob requires on writes and uses to scope reads.
+- ShipBob allows 150 calls per minute in a sliding window. A 429 carries `x-retry-after`; a short
+  wait is taken inside the call, a longer one goes back to Temporal as `RateLimitedError`.
+- Idempotency: an order's `reference_id` is unique per account, and orderflow sets it to the
+  fulfillment order's `reference`. A duplicate create (422), or a create whose answer was lost
+  (timeout, 5xx), is resolved by reading the order back by reference.
+- Webhooks are signed the Standard Webhooks way; `verify_webhook` checks them over the raw body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from orderflow.adapters.errors import (
+    AdapterError,
+    RateLimitedError,
+    TransientError,
+    ValidationRejectedError,
+    classify_status,
+    retry_after_seconds,
+    transport_error,
+)
+from orderflow.canonical import (
+    CancellationOutcome,
+    FulfillmentCancellation,
+    FulfillmentLine,
+    FulfillmentOrder,
+    FulfillmentOrderRequest,
+    FulfillmentStatus,
+    Shipment,
+    ShipmentLine,
+    StockLevel,
+    Tracking,
+)
+from orderflow.settings import WmsSettings
+
+SYSTEM = "wms"
+
+# How many throttles one call may sit out before it hands the wait to Temporal.
+MAX_THROTTLE_WAITS = 3
+# ShipBob's largest page size for orders and inventory.
+PAGE_SIZE = 250
+
+ORDER_STATUSES: dict[str, FulfillmentStatus] = {
+    "Processing": FulfillmentStatus.PROCESSING,
+    "Exception": FulfillmentStatus.EXCEPTION,
+    "PartiallyFulfilled": FulfillmentStatus.PARTIALLY_FULFILLED,
+    "Fulfilled": FulfillmentStatus.FULFILLED,
+    "Cancelled": FulfillmentStatus.CANCELLED,
+    # An order held for review has not reached the floor yet.
+    "ImportReview": FulfillmentStatus.ON_HOLD,
+}
+LABELLED_SHIPMENT_STATUSES = frozenset({"LabeledCreated", "Completed"})
+B2B_CHANNELS = frozenset({"b2b", "edi", "wholesale"})
+
+
+class WmsClient:
+    """ShipBob as orderflow's warehouse: fulfillment orders, cancellations, stock and shipments."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: WmsSettings) -> None:
+        self._http = http
+        self._settings = settings
+
+    # ------------------------------------------------------------------ operations
+
+    async def create_order(self, request: FulfillmentOrderRequest) -> FulfillmentOrder:
+        """Release a fulfillment order to the warehouse; safe to repeat for the same `reference`."""
+        try:
+            response = await self._call("POST", "order", json=order_payload(request))
+        except ValidationRejectedError as exc:
+            # ShipBob refuses a second order with the same reference_id: that order is ours.
+            existing = await self.find_order_by_reference(request.reference) if exc.status_code == 422 else None
+            if existing is None:
+                raise
+            return existing
+        except TransientError as exc:
+            if isinstance(exc, RateLimitedError):
+                raise
+            # The create may have landed before the answer was lost; read back before Temporal retries.
+            try:
+                existing = await self.find_order_by_reference(request.reference)
+            except TransientError:
+                existing = None
+            if existing is None:
+                raise
+            return existing
+        return fulfillment_order_from_payload(response.json())
+
+    async def get_order(self, wms_order_id: str) -> FulfillmentOrder:
+        """The fulfillment order as the warehouse holds it now."""
+        response = await self._call("GET", f"order/{wms_order_id}")
+        return fulfillment_order_from_payload(response.json())
+
+    async def find_order_by_reference(self, reference: str) -> FulfillmentOrder | None:
+        """The fulfillment order created under `reference`, or None if the warehouse has none."""
+        response = await self._call("GET", "order", params={"ReferenceIds": reference, "Limit": 50})
+        for payload in response.json() or []:
+            if payload.get("reference_id") == reference:
+                return fulfillment_order_from_payload(payload)
+        return None
+
+    async def cancel_order(self, wms_order_id: str) -> FulfillmentCancellation:
+        """Cancel what has not shipped; an already cancelled order counts as cancelled, a labelled one is refused."""
+        response = await self._call("POST", f"order/{wms_order_id}:cancel")
+        return cancellation_from_payload(wms_order_id, response.json())
+
+    async def get_stock(self, skus: list[str] | None = None, warehouse_id: str | None = None) -> list[StockLevel]:
+        """Stock per SKU and fulfilment centre: on hand, committed, fulfillable and awaiting."""
+        first: dict[str, Any] = {"PageSize": PAGE_SIZE}
+        if warehouse_id is not None:
+            first["LocationId"] = warehouse_id
+        params: dict[str, Any] | None = first
+        wanted = set(skus) if skus is not None else None
+        levels: list[StockLevel] = []
+        url: str | None = self._url("inventory-level/locations")
+        while url:
+            page = (await self._call("GET", url, params=params)).json()
+            for item in page.get("items") or []:
+                levels.extend(stock_levels_from_item(item, wanted, warehouse_id))
+            # `next` is a complete link with the paging parameters in it (httpx drops a URL's
+            # query when given even empty params, hence None).
+            url, params = page.get("next"), None
+        return levels
+
+    async def list_shipments(self, wms_order_id: str) -> list[Shipment]:
+        """The order's shipments that have left the warehouse (a label and tracking exist)."""
+        response = await self._call("GET", f"order/{wms_order_id}/shipment")
+        order = {"id": wms_order_id}
+        return [
+            shipment_from_payload(payload, order)
+            for payload in response.json() or []
+            if payload.get("status") in LABELLED_SHIPMENT_STATUSES and payload.get("tracking")
+        ]
+
+    async def subscribe_webhooks(self, url: str, topics: list[str]) -> SecretStr:
+        """Subscribe `url` to warehouse events; returns the `whsec_` secret their signatures use."""
+        response = await self._call("POST", "webhook", json={"topics": topics, "url": url})
+        return SecretStr(response.json()["secret"])
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _url(self, path: str) -> str:
+        return f"{self._settings.base_url.rstrip('/')}/{self._settings.api_version}/{path}"
+
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """One API call with auth and channel headers, throttles waited out when short."""
+        url = path if path.startswith(("http://", "https://")) else self._url(path)
+        headers = {
+            "Authorization": f"Bearer {self._settings.token.get_secret_value()}",
+            "shipbob_channel_id": str(self._settings.channel_id),
+            "Accept": "application/json",
+        }
+        for attempt in range(MAX_THROTTLE_WAITS + 1):
+            try:
+                response = await self._http.request(
+                    method, url, json=json, params=params, headers=headers, timeout=self._settings.timeout_seconds
+                )
+            except httpx.TransportError as exc:
+                raise transport_error(exc, system=SYSTEM) from exc
+            if response.status_code == 429:
+                retry_after = retry_after_seconds(response.headers, "x-retry-after", "retry-after")
+                wait = 1.0 if retry_after is None else retry_after
+                if wait <= self._settings.max_throttle_wait_seconds and attempt < MAX_THROTTLE_WAITS:
+                    await asyncio.sleep(wait)
+                    continue
+                raise error_from_response(response, retry_after=wait)
+            if response.status_code >= 400:
+                raise error_from_response(response)
+            return response
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def error_from_response(response: httpx.Response, *, retry_after: float | None = None) -> AdapterError:
+    """A ShipBob error as orderflow's error class, keeping ShipBob's code, message and field errors."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    message = response.reason_phrase or f"HTTP {response.status_code}"
+    vendor_code: str | None = None
+    details: Any = body
+    if isinstance(body, dict):
+        errors = body.get("errors")
+        if isinstance(errors, dict):
+            details = {str(k): [str(m) for m in v] if isinstance(v, list) else [str(v)] for k, v in errors.items()}
+        elif body and all(isinstance(v, list) for v in body.values()):
+            # The spec also documents a bare `{field: [messages]}` map for 400/422.
+            details = {str(k): [str(m) for m in v] for k, v in body.items()}
+        detail = body.get("detail") or body.get("message")
+        title = body.get("title")
+        if isinstance(detail, str) and detail:
+            message = detail
+        elif isinstance(title, str) and title:
+            message = title
+        if isinstance(details, dict) and details is not body:
+            fields = "; ".join(f"{k}: {' '.join(v)}" for k, v in details.items())
+            message = f"{message} ({fields})" if fields else message
+        code = body.get("title") if isinstance(body.get("title"), str) else body.get("statusCode")
+        vendor_code = str(code) if code is not None else None
+    return classify_status(
+        response.status_code,
+        message,
+        system=SYSTEM,
+        vendor_code=vendor_code,
+        details=details,
+        retry_after=retry_after,
+    )
+
+
+# ---------------------------------------------------------------------- mapping: canonical -> ShipBob
+
+
+def order_payload(request: FulfillmentOrderRequest) -> dict[str, Any]:
+    """The ShipBob create-order body for a fulfillment order request."""
+    address = request.ship_to
+    body: dict[str, Any] = {
+        "reference_id": request.reference,
+        "order_number": request.order_number,
+        "type": "B2B" if (request.channel or "").lower() in B2B_CHANNELS else "DTC",
+        "shipping_method": request.ship_method,
+        "recipient": {
+            "name": address.name,
+            "email": address.email,
+            "phone_number": address.phone,
+            "address": {
+                "address1": address.line1,
+                "address2": address.line2,
+                "company_name": address.company,
+                "city": address.city,
+                "state": address.region,
+                "zip_code": address.postal_code,
+                "country": address.country,
+            },
+        },
+        "products": [
+            {
+                "reference_id": line.sku,
+                "sku": line.sku,
+                # ShipBob creates an unknown product from its name, so always send one.
+                "name": line.name or line.sku,
+                "quantity": line.quantity,
+                # JSON numbers on the wire; the canonical amount stays a Decimal.
+                "unit_price": float(line.unit_price.amount) if line.unit_price else None,
+            }
+            for line in request.lines
+        ],
+    }
+    if request.warehouse_id is not None:
+        body["location_id"] = int(request.warehouse_id)
+    if request.placed_at is not None:
+        body["purchase_date"] = request.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if request.channel:
+        body["tags"] = [{"name": "channel", "value": request.channel}]
+    return body
+
+
+# ---------------------------------------------------------------------- mapping: ShipBob -> canonical
+
+
+def fulfillment_order_from_payload(payload: Mapping[str, Any]) -> FulfillmentOrder:
+    """A ShipBob order as a canonical fulfillment order."""
+    shipments = [s for s in payload.get("shipments") or [] if isinstance(s, Mapping)]
+    live = [s for s in shipments if s.get("status") != "Cancelled"]
+    status = ORDER_STATUSES.get(str(payload.get("status")), FulfillmentStatus.PROCESSING)
+    if status is FulfillmentStatus.PROCESSING and any(s.get("status") == "OnHold" for s in live):
+        status = FulfillmentStatus.ON_HOLD
+    lines: list[FulfillmentLine] = []
+    for product in payload.get("products") or []:
+        sku = product.get("reference_id") or product.get("sku")
+        if sku and int(product.get("quantity") or 0) > 0:
+            lines.append(FulfillmentLine(sku=sku, quantity=int(product["quantity"])))
+    warehouses = sorted({str(s["location"]["id"]) for s in live if (s.get("location") or {}).get("id") is not None})
+    return FulfillmentOrder(
+        wms_order_id=str(payload["id"]),
+        reference=str(payload.get("reference_id") or ""),
+        status=status,
+        lines=lines,
+        warehouse_ids=warehouses,
+        shipment_ids=[str(s["id"]) for s in shipments],
+        exception_reason=exception_reason(shipments),
+    )
+
+
+def exception_reason(shipments: list[Mapping[str, Any]]) -> str | None:
+    """Why shipments sit in Exception or on hold, in ShipBob's words."""
+    reasons: list[str] = []
+    for shipment in shipments:
+        if shipment.get("status") not in ("Exception", "OnHold"):
+            continue
+        for detail in shipment.get("status_details") or []:
+            text = detail.get("description") or detail.get("name")
+            if text:
+                reasons.append(str(text))
+        if not shipment.get("status_details"):
+            reasons.append(f"shipment {shipment.get('id')} is {shipment.get('status')}")
+    return "; ".join(reasons) or None
+
+
+def cancellation_from_payload(wms_order_id: str, payload: Mapping[str, Any]) -> FulfillmentCancellation:
+    """ShipBob's cancel result as a canonical cancellation: Success, PartialSuccess or Failure."""
+    order = payload.get("order") or {}
+    results = payload.get("canceled_shipment_results") or []
+    refusals = [str(r.get("reason")) for r in results if not r.get("is_success") and r.get("reason")]
+    status = payload.get("status")
+    if status == "Success" or order.get("status") == "Cancelled":
+        # Cancelling twice is a Failure on the second call, but the order is cancelled: that is success.
+        return FulfillmentCancellation(wms_order_id=wms_order_id, outcome=CancellationOutcome.CANCELLED)
+    outcome = CancellationOutcome.PARTIAL if status == "PartialSuccess" else CancellationOutcome.REFUSED
+    return FulfillmentCancellation(
+        wms_order_id=wms_order_id, outcome=outcome, reason="; ".join(refusals) or f"ShipBob answered {status}"
+    )
+
+
+def stock_levels_from_item(
+    item: Mapping[str, Any], skus: set[str] | None = None, warehouse_id: str | None = None
+) -> list[StockLevel]:
+    """One inventory item's quantities per fulfilment centre as canonical stock levels."""
+    sku = item.get("sku")
+    if not sku or (skus is not None and sku not in skus):
+        return []
+    return [
+        StockLevel(
+            sku=sku,
+            warehouse_id=str(location["location_id"]),
+            on_hand=max(0, int(location.get("on_hand_quantity") or 0)),
+            committed=max(0, int(location.get("committed_quantity") or 0)),
+            fulfillable=max(0, int(location.get("fulfillable_quantity") or 0)),
+            awaiting=max(0, int(location.get("awaiting_quantity") or 0)),
+        )
+        for location in item.get("locations") or []
+        if warehouse_id is None or str(location.get("location_id")) == str(warehouse_id)
+    ]
+
+
+def shipment_from_payload(shipment: Mapping[str, Any], order: Mapping[str, Any]) -> Shipment:
+    """A labelled ShipBob shipment as a canonical shipment, its lines counted from inventory items."""
+    tracking = shipment.get("tracking") or {}
+    number = tracking.get("tracking_number") or tracking.get("tracking_id")
+    if not tracking.get("carrier") or not number:
+        raise ValueError(f"shipment {shipment.get('id')} has no tracking yet")
+    quantities: dict[str, int] = {}
+    for product in shipment.get("products") or []:
+        sku = product.get("reference_id") or product.get("sku")
+        quantity = sum(int(i.get("quantity") or 0) for i in product.get("inventory_items") or [])
+        if sku and quantity > 0:
+            quantities[sku] = quantities.get(sku, 0) + quantity
+    shipped_at = tracking.get("shipping_date") or shipment.get("actual_fulfillment_date")
+    return Shipment(
+        shipment_id=str(shipment["id"]),
+        wms_order_id=str(shipment.get("order_id") or order.get("id") or "") or None,
+        reference=shipment.get("reference_id") or order.get("reference_id"),
+        warehouse_id=str((shipment.get("location") or {}).get("id")) if shipment.get("location") else None,
+        tracking=Tracking(
+            carrier=tracking["carrier"],
+            number=number,
+            url=tracking.get("tracking_url"),
+            service=tracking.get("carrier_service"),
+        ),
+        lines=[ShipmentLine(sku=sku, quantity=qty) for sku, qty in quantities.items()],
+        shipped_at=_parse_time(shipped_at),
+    )
+
+
+def shipments_from_webhook(payload: Mapping[str, Any]) -> list[Shipment]:
+    """Every labelled shipment an `order.shipped` (or delivered) body carries."""
+    return [
+        shipment_from_payload(s, payload)
+        for s in payload.get("shipments") or []
+        if (s.get("tracking") or {}).get("carrier")
+    ]
+
+
+def shipment_from_webhook(payload: Mapping[str, Any]) -> Shipment:
+    """The shipment an `order.shipped` body is about: one parcel, possibly part of a split order."""
+    shipments = shipments_from_webhook(payload)
+    if not shipments:
+        raise ValueError(f"order.shipped for order {payload.get('id')} carries no labelled shipment")
+    return shipments[0]
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise ValueError("shipment has no shipping date")
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------- webhooks
+
+
+def verify_webhook(
+    raw_body: bytes,
+    headers: Mapping[str, str],
+    secret: str | SecretStr,
+    *,
+    now: datetime | float,
+    tolerance_seconds: float = 300,
+) -> bool:
+    """Whether a ShipBob delivery is authentic and fresh (Standard Webhooks: HMAC over `id.timestamp.body`)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    webhook_id = lowered.get("webhook-id")
+    timestamp = lowered.get("webhook-timestamp")
+    signatures = lowered.get("webhook-signature")
+    if not webhook_id or not timestamp or not signatures:
+        return False
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return False
+    current = now.timestamp() if isinstance(now, datetime) else float(now)
+    # Too old is a replay; too far ahead is a forged or badly skewed clock.
+    if abs(current - sent_at) > tolerance_seconds:
+        return False
+    key_text = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+    try:
+        key = base64.b64decode(key_text.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    signed = f"{webhook_id}.{timestamp}.".encode() + raw_body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    matched = False
+    for entry in signatures.split():
+        version, _, value = entry.partition(",")
+        # Compare every entry, so the time taken does not tell which one matched.
+        if version == "v1" and hmac.compare_digest(expected, value.encode()):
+            matched = True
+    return matched
+
+
+__all__ = [
+    "WmsClient",
+    "cancellation_from_payload",
+    "error_from_response",
+    "fulfillment_order_from_payload",
+    "order_payload",
+    "shipment_from_payload",
+    "shipment_from_webhook",
+    "shipments_from_webhook",
+    "stock_levels_from_item",
+    "verify_webhook",
+]

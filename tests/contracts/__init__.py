@@ -1,0 +1,1 @@
+"""Vendor contracts: the published API specs orderflow's simulators and adapters are checked against."""
