@@ -1,0 +1,49 @@
+"""How orderflow connects to Temporal: the client, the data converter and the search attributes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from orderflow.canonical.saga import TASK_QUEUE
+
+ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
+CHANNEL = SearchAttributeKey.for_keyword("Channel")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+NEEDS_ATTENTION = SearchAttributeKey.for_bool("NeedsAttention")
+ORDER_TOTAL = SearchAttributeKey.for_float("OrderTotal")
+
+# name -> the type `temporal operator search-attribute create` and `start-dev --search-attribute` take.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    ORDER_STATUS.name: "Keyword",
+    CHANNEL.name: "Keyword",
+    CUSTOMER_ID.name: "Keyword",
+    NEEDS_ATTENTION.name: "Bool",
+    ORDER_TOTAL.name: "Double",
+}
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+DEFAULT_NAMESPACE = "default"
+# How long a worker may take to finish in-flight activities when asked to stop.
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+
+__all__ = [
+    "CHANNEL",
+    "CUSTOMER_ID",
+    "DEFAULT_ADDRESS",
+    "DEFAULT_NAMESPACE",
+    "NEEDS_ATTENTION",
+    "ORDER_STATUS",
+    "ORDER_TOTAL",
+    "SEARCH_ATTRIBUTES",
+    "TASK_QUEUE",
+    "connect",
+]
+
+
+async def connect(address: str = DEFAULT_ADDRESS, namespace: str = DEFAULT_NAMESPACE) -> Client:
+    """A Temporal client that (de)serialises orderflow's pydantic models exactly (Decimal, datetime)."""
+    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
