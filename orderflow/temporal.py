@@ -15,6 +15,8 @@ CHANNEL = SearchAttributeKey.for_keyword("Channel")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 NEEDS_ATTENTION = SearchAttributeKey.for_bool("NeedsAttention")
 ORDER_TOTAL = SearchAttributeKey.for_float("OrderTotal")
+# Lets a carrier event, which names only a tracking number, find its saga through visibility.
+TRACKING_NUMBERS = SearchAttributeKey.for_keyword_list("TrackingNumbers")
 
 # name -> the type `temporal operator search-attribute create` and `start-dev --search-attribute` take.
 SEARCH_ATTRIBUTES: dict[str, str] = {
@@ -23,6 +25,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     CUSTOMER_ID.name: "Keyword",
     NEEDS_ATTENTION.name: "Bool",
     ORDER_TOTAL.name: "Double",
+    TRACKING_NUMBERS.name: "KeywordList",
 }
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
@@ -40,6 +43,7 @@ __all__ = [
     "ORDER_TOTAL",
     "SEARCH_ATTRIBUTES",
     "TASK_QUEUE",
+    "TRACKING_NUMBERS",
     "connect",
 ]
 

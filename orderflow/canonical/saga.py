@@ -433,3 +433,17 @@ def idempotency_key(order_key: str, step: str) -> str:
 def order_reference(order_key: str) -> str:
     """The one reference an order carries in the ERP, the warehouse and the carrier."""
     return idempotency_key(order_key, "")
+
+
+def order_key_from_reference(reference: str) -> str | None:
+    """The saga key an order reference (`OF-shopify-1042`) was made from, or None if it is not one.
+
+    Channel names contain no `-`, so the first `-` after the channel ends it; the channel's own order
+    id may contain `-` (Amazon's do) and is kept whole.
+    """
+    if not reference.startswith("OF-"):
+        return None
+    channel, sep, channel_order_id = reference.removeprefix("OF-").partition("-")
+    if not sep or not channel or not channel_order_id:
+        return None
+    return f"order:{channel}:{channel_order_id}"
