@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.temporal import start_dev_server, start_time_skipping_server
+from temporalio.testing import WorkflowEnvironment
 
 from orderflow.sandbox import SandboxConfig, create_app
 from orderflow.sandbox.credentials import ensure_m2m_keypair
@@ -68,3 +70,23 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP client adapters are built with, as the worker builds them."""
     async with httpx.AsyncClient() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server for the whole session; tests use their own task queues."""
+    env = await start_dev_server()
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server for the whole session."""
+    env = await start_time_skipping_server()
+    try:
+        yield env
+    finally:
+        await env.shutdown()

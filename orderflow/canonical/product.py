@@ -27,3 +27,4 @@ class ErpItem(CanonicalModel):
     name: str
     is_inactive: bool = False
     base_price: Money | None = None
+    weight_oz: Decimal | None = Field(default=None, gt=0, description="Shipping weight in ounces, for parcels")

@@ -8,6 +8,7 @@ here does I/O, so workflow code can import it freely.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from pydantic import Field
@@ -237,6 +238,7 @@ class AcceptOrderResult(CanonicalModel):
     erp_customer_id: str
     terms: PaymentTerms
     item_ids: dict[str, str]
+    item_weights_oz: dict[str, Decimal] = {}
 
 
 class CreditCheckInput(CanonicalModel):

