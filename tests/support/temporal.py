@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -40,8 +41,16 @@ async def start_dev_server() -> WorkflowEnvironment:
 
 
 async def start_time_skipping_server() -> WorkflowEnvironment:
-    """The time-skipping test server: durable timers of days pass in milliseconds."""
-    return await WorkflowEnvironment.start_time_skipping(
+    """The time-skipping test server, with orderflow's search attributes: days of timers pass in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    # Unlike the dev server, the test server takes no start-up flag for these; register them by RPC.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: key.indexed_value_type for key in SEARCH_ATTRIBUTE_KEYS},
+        )
+    )
+    return env

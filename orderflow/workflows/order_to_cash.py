@@ -1,0 +1,809 @@
+"""Order to cash: the saga that takes an accepted order to an invoice, or undoes exactly what it did.
+
+It reads like the table in DESIGN.md §4: accept, credit check, allocate, post to the ERP, buy the
+label, release to the warehouse, await shipment, confirm, invoice. Each step that changes another
+system registers its compensation before it runs. A permanent failure parks the saga with
+`NeedsAttention` until an operator retries, skips (where the step allows) or cancels; a cancel
+before the first shipment runs the compensations in reverse; after a shipment it is refused.
+
+Workflow code only decides. Every side effect is an activity; time is `workflow.now()`; the
+business deadlines (credit hold, backorder, shipment SLA) are durable timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from orderflow.activities.carrier import CarrierActivities
+    from orderflow.activities.channel import ChannelActivities
+    from orderflow.activities.erp import ErpActivities
+    from orderflow.activities.warehouse import WarehouseActivities
+    from orderflow.canonical import AllocationStatus, Label, Order, Parcel, PaymentTerms, Shipment
+    from orderflow.canonical.fulfillment import Allocation, CancellationOutcome
+    from orderflow.canonical.saga import (
+        QUERY_STATUS,
+        SIGNAL_APPROVE_CREDIT,
+        SIGNAL_CANCEL,
+        SIGNAL_DELIVERY_RECORDED,
+        SIGNAL_RETRY,
+        SIGNAL_SHIPMENT_CONFIRMED,
+        SIGNAL_SKIP,
+        SIGNAL_STOCK_AVAILABLE,
+        UPDATE_APPROVE_CREDIT,
+        UPDATE_CANCEL,
+        UPDATE_RETRY,
+        UPDATE_SKIP,
+        AcceptOrderInput,
+        AcceptOrderResult,
+        ActionOutcome,
+        AllocateInput,
+        BuyLabelInput,
+        CancelFulfillmentOrderInput,
+        CancelOnChannelInput,
+        CancelRequest,
+        CancelSource,
+        CloseSalesOrderInput,
+        CompensationStep,
+        ConfirmShipmentInput,
+        CreditApproval,
+        CreditCheckInput,
+        CreditDecision,
+        DeliveryRecorded,
+        InvoiceOrderInput,
+        OperatorCommand,
+        OrderSagaState,
+        OrderStatus,
+        OrderToCashInput,
+        OrderToCashResult,
+        PostSalesOrderInput,
+        ReleaseAllocationInput,
+        ReleaseToWarehouseInput,
+        SagaStep,
+        ShipmentConfirmed,
+        StepRecord,
+        StockAvailable,
+        SystemIds,
+        VoidLabelInput,
+        idempotency_key,
+        order_reference,
+    )
+    from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL, TRACKING_NUMBERS
+    from orderflow.workflows.compensation import Compensation, Compensations
+
+T = TypeVar("T")
+
+# Transient failures (5xx, 429, timeouts) are retried for as long as it takes, backing off to a
+# minute; permanent ones are raised non-retryable by the activities and park the saga instead.
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                             maximum_interval=timedelta(minutes=1))  # fmt: skip
+ACTIVITY_TIMEOUT = timedelta(seconds=60)
+
+# Steps an operator may skip: the order can go on without them and a person can do them by hand.
+SKIPPABLE = frozenset({SagaStep.BUY_LABEL, SagaStep.CONFIRM, SagaStep.INVOICE})
+TERMINAL = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED})
+
+# Parcel sizing: packaging weight and box sizes (inches) by total weight tier (ounces).
+PACKAGING_OZ = Decimal(4)
+DEFAULT_ITEM_OZ = Decimal(16)
+BOXES = ((Decimal(16), (9, 6, 3)), (Decimal(80), (12, 10, 6)), (Decimal(400), (18, 14, 10)))
+LARGEST_BOX = (24, 18, 18)
+
+
+class OrderCancelledError(Exception):
+    """Raised inside the saga when a cancel has been accepted; unwinds to the compensations."""
+
+    def __init__(self, request: CancelRequest) -> None:
+        super().__init__(request.reason)
+        self.request = request
+
+
+def parcel_for(order: Order, weights_oz: dict[str, Decimal]) -> Parcel:
+    """The box an order ships in: its items' weight plus packaging, in the smallest box that fits the tier."""
+    weight = PACKAGING_OZ + sum(
+        (weights_oz.get(line.sku, DEFAULT_ITEM_OZ) * line.quantity for line in order.lines if line.requires_shipping),
+        Decimal(0),
+    )
+    dims = next((box for limit, box in BOXES if weight <= limit), LARGEST_BOX)
+    return Parcel(length_in=Decimal(dims[0]), width_in=Decimal(dims[1]), height_in=Decimal(dims[2]), weight_oz=weight)
+
+
+def failure_reason(error: ActivityError) -> tuple[bool, str]:
+    """Whether an activity failure is permanent, and the reason an operator should read."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        kind = cause.type or "ApplicationError"
+        return cause.non_retryable, f"{kind}: {cause.message}"
+    return False, str(cause or error)
+
+
+@workflow.defn(name="OrderToCash")
+class OrderToCash:
+    """One order's journey from acceptance to invoice, with its compensations."""
+
+    @workflow.init
+    def __init__(self, input: OrderToCashInput) -> None:
+        self.input = input
+        self.order = input.order
+        self.reference = order_reference(self.order.key)
+        self.status = OrderStatus.RECEIVED
+        self.current_step: SagaStep | None = None
+        self.steps_done: list[StepRecord] = []
+        self.compensations_done: list[StepRecord] = []
+        self.ids: dict[str, Any] = {"tracking_numbers": [], "channel_fulfillment_ids": [], "erp_fulfillment_ids": []}
+        self.compensations = Compensations()
+        self.attention_reason: str | None = None
+        self.attention_step: str | None = None
+        self.parked_skippable = False
+        # Parked: waiting for an operator's retry/skip/cancel (an SLA warning raises attention without parking).
+        self.parked = False
+        self.cancel_request: CancelRequest | None = None
+        self.cancel_refusals: list[str] = []
+        self.credit_approval: CreditApproval | None = None
+        self.operator_choice: str | None = None
+        self.stock_signalled = False
+        self.shipments: dict[str, Shipment] = {}
+        self.confirmed_shipments: set[str] = set()
+        self.delivered = False
+        self.accepted: AcceptOrderResult | None = None
+        self.allocation: Allocation | None = None
+        self.label: Label | None = None
+        self.erp_order_id: str | None = None
+
+    # -----------------------------------------------------------------------------------------
+    # The saga
+    # -----------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: OrderToCashInput) -> OrderToCashResult:
+        """Take the order through every step; on cancel or deadline, compensate in reverse."""
+        self._publish()
+        try:
+            await self.accept()
+            await self.check_credit()
+            await self.allocate()
+            await self.post_to_erp()
+            await self.buy_label()
+            await self.release()
+            await self.await_shipment_and_confirm()
+            await self.invoice()
+            self._set_status(OrderStatus.COMPLETED)
+        except OrderCancelledError as cancelled:
+            await self._unwind(cancelled.request)
+        except asyncio.CancelledError:
+            # Cancelled from the Temporal UI or `temporal workflow cancel`: same meaning as an
+            # operator's cancel, and the same rule: nothing to undo once goods have shipped.
+            if self.shipments:
+                raise
+            await self._unwind(CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR))
+        return OrderToCashResult(key=self.order.key, status=self.status, state=self.state())
+
+    async def accept(self) -> None:
+        """Validate the order against master data and match its customer in the ERP."""
+        customer = self.order.customer
+        external = customer.channel_customer_id or customer.email or self.order.key
+        accepted = await self._step(
+            SagaStep.ACCEPT,
+            lambda: workflow.execute_activity_method(
+                ErpActivities.accept_order,
+                AcceptOrderInput(
+                    order=self.order, customer_external_id=f"{self.order.channel.value}-customer-{external}"
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+        )
+        assert accepted is not None  # accept is not skippable
+        self.accepted = accepted
+        self.ids["erp_customer_id"] = accepted.erp_customer_id
+        workflow.upsert_search_attributes([CUSTOMER_ID.value_set(accepted.erp_customer_id)])
+        self._done(SagaStep.ACCEPT, f"ERP customer {accepted.erp_customer_id}, {accepted.terms.value}")
+        self._set_status(OrderStatus.ACCEPTED)
+
+    async def check_credit(self) -> None:
+        """Terms customers need available credit; a shortfall holds the order for an operator."""
+        assert self.accepted is not None
+        if self.accepted.terms is PaymentTerms.PREPAID:
+            self._done(SagaStep.CREDIT_CHECK, "prepaid on the channel")
+            self._set_status(OrderStatus.CREDIT_APPROVED)
+            return
+        check = CreditCheckInput(erp_customer_id=self.accepted.erp_customer_id, order_total=self.order.total)
+        result = await self._step(
+            SagaStep.CREDIT_CHECK,
+            lambda: workflow.execute_activity_method(
+                ErpActivities.check_credit,
+                check,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+        )
+        assert result is not None
+        if result.decision is CreditDecision.HOLD:
+            self._set_status(OrderStatus.CREDIT_HOLD)
+            self._raise_attention(SagaStep.CREDIT_CHECK, f"credit hold: {result.reason}", skippable=False)
+            approved = await self._wait(
+                lambda: self.credit_approval is not None, timeout=self.input.timeouts.credit_hold
+            )
+            self._clear_attention()
+            if not approved:
+                raise OrderCancelledError(
+                    CancelRequest(
+                        reason=f"credit hold not released within {self.input.timeouts.credit_hold}",
+                        source=CancelSource.DEADLINE,
+                    )
+                )
+            assert self.credit_approval is not None
+            self._done(SagaStep.CREDIT_CHECK, f"approved by {self.credit_approval.approved_by} after hold")
+        else:
+            self._done(SagaStep.CREDIT_CHECK, result.reason)
+        self._set_status(OrderStatus.CREDIT_APPROVED)
+
+    async def allocate(self) -> None:
+        """Reserve stock; when there is not enough, wait for stock (signal or re-check) until the deadline."""
+        self.compensations.register(CompensationStep.RELEASE_ALLOCATION, self._release_allocation)
+        deadline = workflow.now() + self.input.timeouts.backorder
+        while True:
+            result = await self._step(
+                SagaStep.ALLOCATE,
+                lambda: workflow.execute_activity_method(
+                    WarehouseActivities.allocate,
+                    AllocateInput(reference=self.reference, order=self.order),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                ),
+            )
+            assert result is not None
+            if result.allocation.status is AllocationStatus.ALLOCATED:
+                self.allocation = result.allocation
+                self.ids["allocation_reference"] = self.reference
+                warehouses = sorted({line.warehouse_id for line in result.allocation.lines})
+                self._done(SagaStep.ALLOCATE, f"reserved in warehouse {', '.join(warehouses)}")
+                self._set_status(OrderStatus.ALLOCATED)
+                return
+            if result.allocation.status is AllocationStatus.PARTIAL:
+                # Half a reservation would hold stock other orders could ship; give it back while waiting.
+                await self._release_allocation()
+            self._set_status(OrderStatus.BACKORDERED)
+            short = [f"{line.sku} short {line.shortfall}" for line in result.allocation.lines if line.shortfall]
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                raise OrderCancelledError(
+                    CancelRequest(
+                        reason=f"backordered past the {self.input.timeouts.backorder} deadline: {', '.join(short)}",
+                        source=CancelSource.DEADLINE,
+                    )
+                )
+            self.stock_signalled = False
+            await self._wait(
+                lambda: self.stock_signalled, timeout=min(remaining, self.input.timeouts.backorder_recheck)
+            )
+
+    async def post_to_erp(self) -> None:
+        """Upsert the sales order in the ERP by its external id."""
+        assert self.accepted is not None
+        external_id = self.reference
+        self.ids["erp_external_id"] = external_id
+        self.compensations.register(CompensationStep.CLOSE_SALES_ORDER, self._close_sales_order)
+        accepted = self.accepted
+        location = self.allocation.lines[0].warehouse_id if self.allocation and self.allocation.lines else None
+        result = await self._step(
+            SagaStep.POST_TO_ERP,
+            lambda: workflow.execute_activity_method(
+                ErpActivities.post_sales_order,
+                PostSalesOrderInput(
+                    order=self.order,
+                    external_id=external_id,
+                    erp_customer_id=accepted.erp_customer_id,
+                    item_ids=accepted.item_ids,
+                    location_id=location,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+        )
+        assert result is not None
+        self.erp_order_id = result.sales_order.erp_order_id
+        self.ids["erp_order_id"] = self.erp_order_id
+        self._done(SagaStep.POST_TO_ERP, f"sales order {self.erp_order_id}")
+        self._set_status(OrderStatus.POSTED)
+
+    async def buy_label(self) -> None:
+        """Rate-shop and buy the shipping label (skippable: the warehouse can buy its own)."""
+        assert self.accepted is not None and self.allocation is not None
+        self.compensations.register(CompensationStep.VOID_LABEL, self._void_label)
+        parcel = parcel_for(self.order, self.accepted.item_weights_oz)
+        warehouse = self.allocation.lines[0].warehouse_id if self.allocation.lines else None
+        result = await self._step(
+            SagaStep.BUY_LABEL,
+            lambda: workflow.execute_activity_method(
+                CarrierActivities.buy_label,
+                BuyLabelInput(
+                    reference=self.reference,
+                    ship_from_warehouse_id=warehouse,
+                    ship_to=self.order.ship_to,
+                    parcel=parcel,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+            skippable=True,
+        )
+        if result is None:
+            self._done(SagaStep.BUY_LABEL, "skipped by operator: the warehouse buys the label")
+        else:
+            self.label = result.label
+            self.ids["carrier_shipment_id"] = result.label.carrier_shipment_id
+            self._add_tracking(result.label.tracking_number)
+            self._done(SagaStep.BUY_LABEL, f"{result.label.rate.carrier} {result.label.tracking_number}")
+        self._set_status(OrderStatus.LABELLED)
+
+    async def release(self) -> None:
+        """Create the fulfillment order in the warehouse, with the label, from the reservation."""
+        assert self.allocation is not None
+        self.compensations.register(CompensationStep.CANCEL_FULFILLMENT_ORDER, self._cancel_fulfillment_order)
+        allocation = self.allocation
+        result = await self._step(
+            SagaStep.RELEASE,
+            lambda: workflow.execute_activity_method(
+                WarehouseActivities.release_to_warehouse,
+                ReleaseToWarehouseInput(
+                    reference=self.reference, order=self.order, allocation=allocation, label=self.label
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+        )
+        assert result is not None
+        self.ids["wms_order_id"] = result.fulfillment_order.wms_order_id
+        self._done(SagaStep.RELEASE, f"WMS order {result.fulfillment_order.wms_order_id}")
+        self._set_status(OrderStatus.RELEASED)
+
+    async def await_shipment_and_confirm(self) -> None:
+        """Wait for the warehouse to ship every line, confirming each shipment as it comes."""
+        self.current_step = SagaStep.AWAIT_SHIPMENT
+        sla_deadline = workflow.now() + self.input.timeouts.shipment_sla
+        while not self._fully_shipped() or self._unconfirmed():
+            pending = self._unconfirmed()
+            if pending:
+                for shipment in pending:
+                    await self.confirm(shipment)
+                continue
+            remaining = sla_deadline - workflow.now()
+            if remaining > timedelta(0):
+                arrived = await self._wait(lambda: bool(self._unconfirmed()), timeout=remaining)
+                if not arrived and not self._unconfirmed():
+                    self._raise_attention(
+                        SagaStep.AWAIT_SHIPMENT,
+                        f"no shipment within the {self.input.timeouts.shipment_sla} SLA; still waiting",
+                        skippable=False,
+                        parked=False,
+                    )
+            else:
+                await self._wait(lambda: bool(self._unconfirmed()))
+        self._done(SagaStep.AWAIT_SHIPMENT, f"{len(self.shipments)} shipment(s)")
+        self._set_status(OrderStatus.FULFILLED)
+
+    async def confirm(self, shipment: Shipment) -> None:
+        """Send one shipment's tracking to the channel and record its item fulfillment in the ERP."""
+        assert self.erp_order_id is not None
+        if self.attention_step == SagaStep.AWAIT_SHIPMENT.value:
+            self._clear_attention()
+        request = ConfirmShipmentInput(
+            order=self.order,
+            shipment=shipment,
+            erp_order_id=self.erp_order_id,
+            erp_external_id=self.ids["erp_external_id"],
+        )
+        on_channel = await self._step(
+            SagaStep.CONFIRM,
+            lambda: workflow.execute_activity_method(
+                ChannelActivities.confirm_shipment_on_channel,
+                request,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+            skippable=True,
+        )
+        if on_channel is not None:
+            self.ids["channel_fulfillment_ids"].append(on_channel.channel_fulfillment_id)
+        in_erp = await self._step(
+            SagaStep.CONFIRM,
+            lambda: workflow.execute_activity_method(
+                ErpActivities.record_fulfillment,
+                request,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+            skippable=True,
+        )
+        if in_erp is not None:
+            self.ids["erp_fulfillment_ids"].append(in_erp.fulfillment.erp_id)
+        self.confirmed_shipments.add(shipment.shipment_id)
+        self._done(SagaStep.CONFIRM, f"shipment {shipment.shipment_id} ({shipment.tracking.number})")
+        self.current_step = SagaStep.AWAIT_SHIPMENT
+
+    async def invoice(self) -> None:
+        """Bill the sales order for what shipped (skippable: finance can invoice by hand)."""
+        assert self.erp_order_id is not None
+        erp_order_id = self.erp_order_id
+        result = await self._step(
+            SagaStep.INVOICE,
+            lambda: workflow.execute_activity_method(
+                ErpActivities.invoice_order,
+                InvoiceOrderInput(erp_order_id=erp_order_id, external_id=idempotency_key(self.order.key, "invoice")),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            ),
+            skippable=True,
+        )
+        if result is not None:
+            self.ids["erp_invoice_id"] = result.invoice.erp_invoice_id
+            self._done(SagaStep.INVOICE, f"invoice {result.invoice.erp_invoice_id} for {result.invoice.total}")
+        else:
+            self._done(SagaStep.INVOICE, "skipped by operator")
+
+    # -----------------------------------------------------------------------------------------
+    # Compensations: each safe to repeat, each finding its record by the order's reference
+    # -----------------------------------------------------------------------------------------
+
+    async def _release_allocation(self) -> str | None:
+        result = await workflow.execute_activity_method(
+            WarehouseActivities.release_allocation,
+            ReleaseAllocationInput(reference=self.reference),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return "reservation released" if result.released else "no reservation held"
+
+    async def _close_sales_order(self) -> str | None:
+        result = await workflow.execute_activity_method(
+            ErpActivities.close_sales_order,
+            CloseSalesOrderInput(external_id=self.reference),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return "sales order closed" if result.closed else "no sales order posted"
+
+    async def _void_label(self) -> str | None:
+        result = await workflow.execute_activity_method(
+            CarrierActivities.void_label,
+            VoidLabelInput(reference=self.reference),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        return f"label refund {result.refund_status.value}" if result.refund_status else "no label bought"
+
+    async def _cancel_fulfillment_order(self) -> str | None:
+        result = await workflow.execute_activity_method(
+            WarehouseActivities.cancel_fulfillment_order,
+            CancelFulfillmentOrderInput(reference=self.reference),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+        if result.outcome is CancellationOutcome.REFUSED:
+            # Data, not an exception, from the activity; for the saga it is a failed undo.
+            raise ApplicationError(
+                f"the warehouse refused to cancel: {result.reason}", type="CancellationRefused", non_retryable=True
+            )
+        return "fulfillment order cancelled" if result.outcome else "no fulfillment order released"
+
+    async def _unwind(self, request: CancelRequest) -> None:
+        """Run the compensations of every step begun, newest first, then tell the channel."""
+        self.cancel_request = request
+        self._set_status(OrderStatus.CANCELLING)
+        self._clear_attention()
+        await self.compensations.run_in_reverse(self._compensate)
+        if request.source is not CancelSource.CHANNEL:
+            result = await self._compensation_step(
+                CompensationStep.CANCEL_ON_CHANNEL,
+                lambda: workflow.execute_activity_method(
+                    ChannelActivities.cancel_on_channel,
+                    CancelOnChannelInput(order=self.order, reason=request.reason),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    retry_policy=ACTIVITY_RETRY,
+                ),
+            )
+            detail = (result.detail or "cancelled on the channel") if result is not None else "skipped by operator"
+            self.compensations_done.append(self._record(CompensationStep.CANCEL_ON_CHANNEL.value, detail))
+        self._set_status(OrderStatus.CANCELLED)
+
+    async def _compensate(self, compensation: Compensation) -> None:
+        detail = await self._compensation_step(compensation.step, compensation.undo)
+        self.compensations_done.append(
+            self._record(compensation.step.value, detail if detail is not None else "skipped by operator")
+        )
+
+    async def _compensation_step(self, step: CompensationStep, undo: Callable[[], Awaitable[T]]) -> T | None:
+        """An undo that fails permanently parks the saga too; it is never silently dropped."""
+        while True:
+            try:
+                return await undo()
+            except (ActivityError, ApplicationError) as error:
+                if isinstance(error, ActivityError):
+                    permanent, reason = failure_reason(error)
+                    if not permanent:
+                        raise
+                else:
+                    reason = f"{error.type}: {error.message}"
+                self._raise_attention(step.value, f"compensation failed: {reason}", skippable=True)
+                await self._wait(lambda: self.operator_choice is not None)
+                choice, self.operator_choice = self.operator_choice, None
+                self._clear_attention()
+                if choice == "skip":
+                    return None
+
+    # -----------------------------------------------------------------------------------------
+    # Parking, waiting, bookkeeping
+    # -----------------------------------------------------------------------------------------
+
+    async def _step(self, step: SagaStep, call: Callable[[], Awaitable[T]], *, skippable: bool = False) -> T | None:
+        """Run a step's activity; on a permanent failure park until an operator retries, skips or cancels."""
+        self.current_step = step
+        while True:
+            self._raise_if_cancelled()
+            try:
+                return await call()
+            except ActivityError as error:
+                permanent, reason = failure_reason(error)
+                if not permanent:
+                    raise
+            self._raise_attention(step, reason, skippable=skippable)
+            await self._wait(lambda: self.operator_choice is not None)
+            choice, self.operator_choice = self.operator_choice, None
+            self._clear_attention()
+            if choice == "skip":
+                return None
+
+    async def _wait(self, condition: Callable[[], bool], *, timeout: timedelta | None = None) -> bool:
+        """Wait for a condition or a cancel; False if the timeout passed first. Cancels raise."""
+        try:
+            await workflow.wait_condition(lambda: condition() or self._cancel_pending(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self._raise_if_cancelled()
+        return True
+
+    def _cancel_pending(self) -> bool:
+        return self.cancel_request is not None and self.status is not OrderStatus.CANCELLING
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancel_pending():
+            assert self.cancel_request is not None
+            raise OrderCancelledError(self.cancel_request)
+
+    def _raise_attention(self, step: SagaStep | str, reason: str, *, skippable: bool, parked: bool = True) -> None:
+        self.attention_step = step.value if isinstance(step, SagaStep) else step
+        self.attention_reason = reason
+        self.parked_skippable = skippable if parked else False
+        self.parked = parked
+        workflow.logger.warning("order %s needs attention at %s: %s", self.order.key, self.attention_step, reason)
+        workflow.upsert_search_attributes([NEEDS_ATTENTION.value_set(True)])
+
+    def _clear_attention(self) -> None:
+        if self.attention_reason is None:
+            return
+        self.attention_step = None
+        self.attention_reason = None
+        self.parked_skippable = False
+        self.parked = False
+        workflow.upsert_search_attributes([NEEDS_ATTENTION.value_set(False)])
+
+    def _is_parked(self) -> bool:
+        return self.parked and self.attention_reason is not None
+
+    def _set_status(self, status: OrderStatus) -> None:
+        if status is self.status:
+            return
+        self.status = status
+        workflow.upsert_search_attributes([ORDER_STATUS.value_set(status.value)])
+
+    def _publish(self) -> None:
+        """Make the saga findable even when whoever started it set no search attributes."""
+        workflow.upsert_search_attributes(
+            [
+                ORDER_STATUS.value_set(self.status.value),
+                CHANNEL.value_set(self.order.channel.value),
+                NEEDS_ATTENTION.value_set(False),
+                ORDER_TOTAL.value_set(float(self.order.total.amount)),
+            ]
+        )
+
+    def _add_tracking(self, number: str) -> None:
+        if number not in self.ids["tracking_numbers"]:
+            self.ids["tracking_numbers"].append(number)
+            workflow.upsert_search_attributes([TRACKING_NUMBERS.value_set(list(self.ids["tracking_numbers"]))])
+
+    def _record(self, step: str, detail: str | None) -> StepRecord:
+        return StepRecord(step=step, at=workflow.now().isoformat(), detail=detail)
+
+    def _done(self, step: SagaStep, detail: str | None) -> None:
+        self.steps_done.append(self._record(step.value, detail))
+
+    def _lines_ordered(self) -> dict[str, int]:
+        ordered: dict[str, int] = {}
+        for line in self.order.lines:
+            if line.requires_shipping:
+                ordered[line.sku] = ordered.get(line.sku, 0) + line.quantity
+        return ordered
+
+    def _lines_shipped(self) -> dict[str, int]:
+        shipped: dict[str, int] = {}
+        for shipment in self.shipments.values():
+            for line in shipment.lines:
+                shipped[line.sku] = shipped.get(line.sku, 0) + line.quantity
+        return shipped
+
+    def _fully_shipped(self) -> bool:
+        shipped = self._lines_shipped()
+        return all(shipped.get(sku, 0) >= qty for sku, qty in self._lines_ordered().items())
+
+    def _unconfirmed(self) -> list[Shipment]:
+        return [s for sid, s in self.shipments.items() if sid not in self.confirmed_shipments]
+
+    # -----------------------------------------------------------------------------------------
+    # Messages: signals for the Temporal UI and webhooks, updates for the CLI's accepted-or-why
+    # -----------------------------------------------------------------------------------------
+
+    def _cancel_refusal(self) -> str | None:
+        if self.shipments:
+            return (
+                f"order {self.order.key} has shipped ({len(self.shipments)} shipment(s)); "
+                "a return is the only way to undo it"
+            )
+        if self.status in TERMINAL:
+            return f"order {self.order.key} is already {self.status.value}"
+        if self.cancel_request is not None:
+            return f"order {self.order.key} is already being cancelled ({self.cancel_request.reason})"
+        return None
+
+    def _credit_refusal(self) -> str | None:
+        if self.status is not OrderStatus.CREDIT_HOLD or self.credit_approval is not None:
+            return f"order {self.order.key} is not on credit hold (status {self.status.value})"
+        return None
+
+    def _operator_refusal(self, choice: str) -> str | None:
+        if not self._is_parked():
+            return f"order {self.order.key} is not parked (status {self.status.value})"
+        if self.operator_choice is not None:
+            return f"an operator already chose {self.operator_choice}"
+        if choice == "skip" and not self.parked_skippable:
+            return f"step {self.attention_step} cannot be skipped; retry it after fixing the data, or cancel"
+        return None
+
+    @workflow.signal(name=SIGNAL_CANCEL)
+    def on_cancel(self, request: CancelRequest) -> None:
+        """Cancel before shipment; ignored with a warning (and recorded) when it is too late."""
+        refusal = self._cancel_refusal()
+        if refusal is not None:
+            self.cancel_refusals.append(f"{request.source.value}: {refusal}")
+            if self.shipments and request.source is CancelSource.CHANNEL:
+                # The channel cancelled goods already on their way: a person must reconcile.
+                self._raise_attention(SagaStep.AWAIT_SHIPMENT, f"channel cancelled after shipment: {request.reason}",
+                                      skippable=False, parked=False)  # fmt: skip
+            workflow.logger.warning("cancel of %s refused: %s", self.order.key, refusal)
+            return
+        self.cancel_request = request
+
+    @workflow.update(name=UPDATE_CANCEL)
+    def request_cancel(self, request: CancelRequest) -> ActionOutcome:
+        """Cancel before shipment and say so; the validator refuses, with the reason, once shipped."""
+        self.cancel_request = request
+        steps = ", ".join(step.value for step in reversed(self.compensations.steps)) or "nothing to undo"
+        return ActionOutcome(accepted=True, message=f"cancelling {self.order.key}; undoing: {steps}")
+
+    @request_cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        refusal = self._cancel_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=SIGNAL_APPROVE_CREDIT)
+    def on_approve_credit(self, approval: CreditApproval) -> None:
+        """Release the order from credit hold."""
+        if self._credit_refusal() is None:
+            self.credit_approval = approval
+
+    @workflow.update(name=UPDATE_APPROVE_CREDIT)
+    def request_credit_approval(self, approval: CreditApproval) -> ActionOutcome:
+        """Release the order from credit hold and say so."""
+        self.credit_approval = approval
+        return ActionOutcome(
+            accepted=True, message=f"credit approved by {approval.approved_by}; {self.order.key} continues"
+        )
+
+    @request_credit_approval.validator
+    def _validate_credit(self, approval: CreditApproval) -> None:
+        refusal = self._credit_refusal()
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=SIGNAL_RETRY)
+    def on_retry(self, command: OperatorCommand) -> None:
+        """Retry the parked step after fixing its data."""
+        if self._operator_refusal("retry") is None:
+            self.operator_choice = "retry"
+
+    @workflow.update(name=UPDATE_RETRY)
+    def request_retry(self, command: OperatorCommand) -> ActionOutcome:
+        """Retry the parked step and say which."""
+        step = self.attention_step
+        self.operator_choice = "retry"
+        return ActionOutcome(accepted=True, message=f"retrying {step} of {self.order.key}")
+
+    @request_retry.validator
+    def _validate_retry(self, command: OperatorCommand) -> None:
+        refusal = self._operator_refusal("retry")
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=SIGNAL_SKIP)
+    def on_skip(self, command: OperatorCommand) -> None:
+        """Skip the parked step, where the step allows it."""
+        if self._operator_refusal("skip") is None:
+            self.operator_choice = "skip"
+
+    @workflow.update(name=UPDATE_SKIP)
+    def request_skip(self, command: OperatorCommand) -> ActionOutcome:
+        """Skip the parked step and say which."""
+        step = self.attention_step
+        self.operator_choice = "skip"
+        return ActionOutcome(accepted=True, message=f"skipping {step} of {self.order.key}")
+
+    @request_skip.validator
+    def _validate_skip(self, command: OperatorCommand) -> None:
+        refusal = self._operator_refusal("skip")
+        if refusal is not None:
+            raise ValueError(refusal)
+
+    @workflow.signal(name=SIGNAL_SHIPMENT_CONFIRMED)
+    def on_shipment_confirmed(self, message: ShipmentConfirmed) -> None:
+        """Record a shipment the warehouse reported; a repeated delivery of the same shipment is ignored."""
+        shipment = message.shipment
+        if self.status in (OrderStatus.CANCELLING, OrderStatus.CANCELLED):
+            workflow.logger.warning("shipment %s for cancelled order %s", shipment.shipment_id, self.order.key)
+            return
+        if shipment.shipment_id in self.shipments:
+            return
+        self.shipments[shipment.shipment_id] = shipment
+        self._add_tracking(shipment.tracking.number)
+        if self.status in (OrderStatus.RELEASED, OrderStatus.PARTIALLY_SHIPPED, OrderStatus.LABELLED):
+            self._set_status(OrderStatus.SHIPPED if self._fully_shipped() else OrderStatus.PARTIALLY_SHIPPED)
+
+    @workflow.signal(name=SIGNAL_STOCK_AVAILABLE)
+    def on_stock_available(self, message: StockAvailable) -> None:
+        """Stock arrived: a backordered order tries to allocate again now rather than at the next re-check."""
+        self.stock_signalled = True
+
+    @workflow.signal(name=SIGNAL_DELIVERY_RECORDED)
+    def on_delivery_recorded(self, message: DeliveryRecorded) -> None:
+        """The carrier reported the parcel delivered."""
+        if message.status == "delivered":
+            self.delivered = True
+
+    @workflow.query(name=QUERY_STATUS)
+    def state(self) -> OrderSagaState:
+        """Everything known about the order: status, steps, ids in each system, shipments, attention."""
+        return OrderSagaState(
+            key=self.order.key,
+            channel=self.order.channel.value,
+            status=self.status,
+            current_step=self.current_step,
+            steps_done=list(self.steps_done),
+            compensations_done=list(self.compensations_done),
+            ids=SystemIds(**self.ids),
+            lines_ordered=self._lines_ordered(),
+            lines_shipped=self._lines_shipped(),
+            needs_attention=self.attention_reason is not None,
+            attention_reason=self.attention_reason,
+            attention_step=self.attention_step,
+            cancel_reason=self.cancel_request.reason if self.cancel_request else None,
+            delivered=self.delivered,
+        )

@@ -1,0 +1,291 @@
+"""Stand-in activities for workflow tests: same names as the real ones, recording what happened.
+
+Following the cosmicpython pattern, the fake keeps plain lists of what was done (reservations,
+sales orders, labels...) and the tests assert on that state and on the saga's own status, not on
+mock call counts. Failures are switched on per activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from orderflow.canonical import (
+    Address,
+    Allocation,
+    AllocationLine,
+    AllocationStatus,
+    CancellationOutcome,
+    Channel,
+    Customer,
+    ErpDocumentRef,
+    FulfillmentLine,
+    FulfillmentOrder,
+    FulfillmentStatus,
+    Invoice,
+    Label,
+    Money,
+    Order,
+    OrderLine,
+    PaymentTerms,
+    Rate,
+    RefundStatus,
+    SalesOrderRef,
+    Shipment,
+    ShipmentLine,
+    Tracking,
+)
+from orderflow.canonical.saga import (
+    AcceptOrderInput,
+    AcceptOrderResult,
+    AllocateInput,
+    AllocateResult,
+    BuyLabelInput,
+    BuyLabelResult,
+    CancelFulfillmentOrderInput,
+    CancelFulfillmentOrderResult,
+    CancelOnChannelInput,
+    CancelOnChannelResult,
+    CloseSalesOrderInput,
+    CloseSalesOrderResult,
+    ConfirmShipmentInput,
+    ConfirmShipmentOnChannelResult,
+    CreditCheckInput,
+    CreditCheckResult,
+    CreditDecision,
+    InvoiceOrderInput,
+    InvoiceOrderResult,
+    PostSalesOrderInput,
+    PostSalesOrderResult,
+    RecordFulfillmentResult,
+    ReleaseAllocationInput,
+    ReleaseAllocationResult,
+    ReleaseToWarehouseInput,
+    ReleaseToWarehouseResult,
+    VoidLabelInput,
+    VoidLabelResult,
+)
+
+WAREHOUSE = Address(name="Cicero (IL)", line1="5900 W Ogden Ave", city="Cicero", region="IL", postal_code="60804",
+                    country="US")  # fmt: skip
+
+
+def usd(amount: str) -> Money:
+    return Money.of(amount, "USD")
+
+
+def make_order(order_id: str = "1042", *, lines: dict[str, int] | None = None, terms: bool = False) -> Order:
+    """A Shopify order for the given SKUs and quantities."""
+    lines = lines or {"BOLT-M8-S": 2, "NUT-M8-M": 1}
+    order_lines = [
+        OrderLine(line_id=f"L{i}", sku=sku, quantity=qty, unit_price=usd("10.00"))
+        for i, (sku, qty) in enumerate(lines.items())
+    ]
+    return Order(
+        channel=Channel.SHOPIFY,
+        channel_order_id=order_id,
+        order_number=f"#{order_id}",
+        placed_at=datetime(2026, 11, 1, 12, 0, tzinfo=UTC),
+        currency="USD",
+        customer=Customer(
+            name="Acme Industrial" if terms else "Ada Lovelace",
+            channel_customer_id="307119551" if terms else "207119551",
+            terms=PaymentTerms.TERMS if terms else PaymentTerms.PREPAID,
+            credit_limit=usd("50000") if terms else None,
+        ),
+        ship_to=Address(name="Ada L", line1="1 Main St", city="Austin", region="TX", postal_code="78701", country="US"),
+        lines=order_lines,
+        total=usd(str(sum(10 * q for q in lines.values()))),
+    )
+
+
+def shipment_for(order: Order, shipment_id: str = "S1", *, lines: dict[str, int] | None = None) -> Shipment:
+    """A shipment of the given lines (all of the order's when None)."""
+    lines = lines if lines is not None else {line.sku: line.quantity for line in order.lines}
+    return Shipment(
+        shipment_id=shipment_id,
+        tracking=Tracking(carrier="UPS", number=f"1Z{shipment_id}"),
+        lines=[ShipmentLine(sku=sku, quantity=qty) for sku, qty in lines.items()],
+        shipped_at=datetime(2026, 11, 2, tzinfo=UTC),
+    )
+
+
+def permanent(message: str, kind: str = "ValidationRejectedError") -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+@dataclass
+class FakeSystems:
+    """The ERP, warehouse, carrier and channel as plain records, with switchable failures."""
+
+    terms: PaymentTerms = PaymentTerms.PREPAID
+    credit: CreditDecision = CreditDecision.APPROVED
+    backordered_allocations: int = 0
+    # activity name -> how many more calls fail permanently (-1: until cleared)
+    failures: dict[str, int] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    reservations: dict[str, str] = field(default_factory=dict)  # reference -> "held" | "released"
+    sales_orders: dict[str, str] = field(default_factory=dict)  # external id -> "open" | "closed"
+    labels: dict[str, str] = field(default_factory=dict)  # reference -> "bought" | "refunded"
+    wms_orders: dict[str, str] = field(default_factory=dict)  # reference -> "released" | "cancelled"
+    channel_fulfillments: list[str] = field(default_factory=list)
+    erp_fulfillments: list[str] = field(default_factory=list)
+    invoices: list[str] = field(default_factory=list)
+    channel_cancellations: list[str] = field(default_factory=list)
+    refuse_wms_cancel: bool = False
+
+    def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        remaining = self.failures.get(name, 0)
+        if remaining:
+            if remaining > 0:
+                self.failures[name] = remaining - 1
+            raise permanent(f"{name} rejected by the test")
+
+    def compensations(self) -> list[str]:
+        """The undo activities called, in order."""
+        undo = {
+            "release_allocation",
+            "close_sales_order",
+            "void_label",
+            "cancel_fulfillment_order",
+            "cancel_on_channel",
+        }
+        return [c for c in self.calls if c in undo]
+
+    @activity.defn(name="accept_order")
+    async def accept_order(self, input: AcceptOrderInput) -> AcceptOrderResult:
+        self._enter("accept_order")
+        return AcceptOrderResult(
+            erp_customer_id="3001" if self.terms is PaymentTerms.TERMS else "2001",
+            terms=self.terms,
+            item_ids={line.sku: str(1000 + i) for i, line in enumerate(input.order.lines)},
+            item_weights_oz={line.sku: Decimal(20) for line in input.order.lines},
+        )
+
+    @activity.defn(name="check_credit")
+    async def check_credit(self, input: CreditCheckInput) -> CreditCheckResult:
+        self._enter("check_credit")
+        return CreditCheckResult(decision=self.credit, reason="available 100.00 USD < order 500.00 USD"
+                                 if self.credit is CreditDecision.HOLD else "within limit")  # fmt: skip
+
+    @activity.defn(name="allocate")
+    async def allocate(self, input: AllocateInput) -> AllocateResult:
+        self._enter("allocate")
+        backordered = self.backordered_allocations > 0
+        if backordered:
+            self.backordered_allocations -= 1
+        else:
+            self.reservations[input.reference] = "held"
+        lines = [
+            AllocationLine(sku=line.sku, warehouse_id="8", quantity_requested=line.quantity,
+                           quantity_allocated=0 if backordered else line.quantity)
+            for line in input.order.lines
+        ]  # fmt: skip
+        status = AllocationStatus.BACKORDERED if backordered else AllocationStatus.ALLOCATED
+        return AllocateResult(allocation=Allocation(order_key=input.order.key, lines=lines, status=status))
+
+    @activity.defn(name="release_allocation")
+    async def release_allocation(self, input: ReleaseAllocationInput) -> ReleaseAllocationResult:
+        self._enter("release_allocation")
+        held = self.reservations.get(input.reference) == "held"
+        if held:
+            self.reservations[input.reference] = "released"
+        return ReleaseAllocationResult(released=held)
+
+    @activity.defn(name="post_sales_order")
+    async def post_sales_order(self, input: PostSalesOrderInput) -> PostSalesOrderResult:
+        self._enter("post_sales_order")
+        self.sales_orders[input.external_id] = "open"
+        return PostSalesOrderResult(sales_order=SalesOrderRef(erp_order_id="4321", external_id=input.external_id))
+
+    @activity.defn(name="close_sales_order")
+    async def close_sales_order(self, input: CloseSalesOrderInput) -> CloseSalesOrderResult:
+        self._enter("close_sales_order")
+        posted = input.external_id in self.sales_orders
+        if posted:
+            self.sales_orders[input.external_id] = "closed"
+        return CloseSalesOrderResult(closed=posted)
+
+    @activity.defn(name="buy_label")
+    async def buy_label(self, input: BuyLabelInput) -> BuyLabelResult:
+        self._enter("buy_label")
+        self.labels[input.reference] = "bought"
+        rate = Rate(rate_id="rate_1", carrier="UPS", service="Ground", amount=usd("7.50"))
+        label = Label(carrier_shipment_id="shp_1", reference=input.reference, rate=rate,
+                      tracking_number="1ZLABEL", label_url="http://labels/1.pdf")  # fmt: skip
+        return BuyLabelResult(label=label, ship_from=WAREHOUSE)
+
+    @activity.defn(name="void_label")
+    async def void_label(self, input: VoidLabelInput) -> VoidLabelResult:
+        self._enter("void_label")
+        bought = input.reference in self.labels
+        if bought:
+            self.labels[input.reference] = "refunded"
+        return VoidLabelResult(refund_status=RefundStatus.SUBMITTED if bought else None)
+
+    @activity.defn(name="release_to_warehouse")
+    async def release_to_warehouse(self, input: ReleaseToWarehouseInput) -> ReleaseToWarehouseResult:
+        self._enter("release_to_warehouse")
+        self.wms_orders[input.reference] = "released"
+        lines = [FulfillmentLine(sku=line.sku, quantity=line.quantity) for line in input.order.lines]
+        fo = FulfillmentOrder(wms_order_id="700", reference=input.reference, status=FulfillmentStatus.PROCESSING,
+                              lines=lines)  # fmt: skip
+        return ReleaseToWarehouseResult(fulfillment_order=fo)
+
+    @activity.defn(name="cancel_fulfillment_order")
+    async def cancel_fulfillment_order(self, input: CancelFulfillmentOrderInput) -> CancelFulfillmentOrderResult:
+        self._enter("cancel_fulfillment_order")
+        if input.reference not in self.wms_orders:
+            return CancelFulfillmentOrderResult(outcome=None)
+        if self.refuse_wms_cancel:
+            return CancelFulfillmentOrderResult(outcome=CancellationOutcome.REFUSED, reason="label created")
+        self.wms_orders[input.reference] = "cancelled"
+        return CancelFulfillmentOrderResult(outcome=CancellationOutcome.CANCELLED)
+
+    @activity.defn(name="confirm_shipment_on_channel")
+    async def confirm_shipment_on_channel(self, input: ConfirmShipmentInput) -> ConfirmShipmentOnChannelResult:
+        self._enter("confirm_shipment_on_channel")
+        self.channel_fulfillments.append(input.shipment.tracking.number)
+        return ConfirmShipmentOnChannelResult(channel_fulfillment_id=f"F-{input.shipment.shipment_id}")
+
+    @activity.defn(name="record_fulfillment")
+    async def record_fulfillment(self, input: ConfirmShipmentInput) -> RecordFulfillmentResult:
+        self._enter("record_fulfillment")
+        self.erp_fulfillments.append(input.shipment.shipment_id)
+        ref = ErpDocumentRef(record_type="itemFulfillment", erp_id=f"IF-{input.shipment.shipment_id}")
+        return RecordFulfillmentResult(fulfillment=ref)
+
+    @activity.defn(name="invoice_order")
+    async def invoice_order(self, input: InvoiceOrderInput) -> InvoiceOrderResult:
+        self._enter("invoice_order")
+        self.invoices.append(input.external_id)
+        invoice = Invoice(
+            erp_invoice_id="INV-1",
+            erp_order_id=input.erp_order_id,
+            issued_on=datetime(2026, 11, 3, tzinfo=UTC).date(),
+            lines=[],
+            total=usd("30.00"),
+        )
+        return InvoiceOrderResult(invoice=invoice)
+
+    @activity.defn(name="cancel_on_channel")
+    async def cancel_on_channel(self, input: CancelOnChannelInput) -> CancelOnChannelResult:
+        self._enter("cancel_on_channel")
+        self.channel_cancellations.append(input.order.key)
+        return CancelOnChannelResult(cancelled=True)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """Every stand-in, bound to this fake, for a Worker."""
+        return [
+            self.accept_order, self.check_credit, self.allocate, self.release_allocation, self.post_sales_order,
+            self.close_sales_order, self.buy_label, self.void_label, self.release_to_warehouse,
+            self.cancel_fulfillment_order, self.confirm_shipment_on_channel, self.record_fulfillment,
+            self.invoice_order, self.cancel_on_channel,
+        ]  # fmt: skip

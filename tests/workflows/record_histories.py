@@ -1,0 +1,77 @@
+"""Record the stored histories that `test_replay.py` replays: `python tests/workflows/record_histories.py`.
+
+Run it only when a workflow change is deliberately incompatible and guarded by `workflow.patched`
+(then keep the old histories too, and add new ones). Each history is a real run on the
+time-skipping server with the stand-in systems.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+
+from fake_systems import FakeSystems, make_order, shipment_for
+from support.temporal import start_time_skipping_server
+from temporalio.worker import Worker
+
+from orderflow.canonical import PaymentTerms
+from orderflow.canonical.saga import (
+    CancelRequest,
+    CreditApproval,
+    CreditDecision,
+    OrderStatus,
+    OrderToCashInput,
+    ShipmentConfirmed,
+)
+from orderflow.workflows.order_to_cash import OrderToCash
+
+HISTORIES = Path(__file__).parents[1] / "histories"
+
+
+async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        if (await handle.query(OrderToCash.state)).status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"never reached {status}")
+
+
+async def record() -> None:
+    env = await start_time_skipping_server()
+    try:
+        for name, terms in (("order_to_cash_happy_path", False), ("order_to_cash_credit_hold_then_cancel", True)):
+            systems = FakeSystems(
+                terms=PaymentTerms.TERMS if terms else PaymentTerms.PREPAID,
+                credit=CreditDecision.HOLD if terms else CreditDecision.APPROVED,
+            )
+            queue = f"record-{uuid.uuid4()}"
+            order = make_order(terms=terms)
+            async with Worker(env.client, task_queue=queue, workflows=[OrderToCash], activities=systems.activities()):
+                handle = await env.client.start_workflow(
+                    OrderToCash.run, OrderToCashInput(order=order), id=f"{order.key}-{name}", task_queue=queue
+                )
+                if terms:
+                    await wait_for_status(handle, OrderStatus.CREDIT_HOLD)
+                    await handle.execute_update(OrderToCash.request_credit_approval, CreditApproval(approved_by="ops"))
+                    await wait_for_status(handle, OrderStatus.RELEASED)
+                    await handle.execute_update(OrderToCash.request_cancel, CancelRequest(reason="customer asked"))
+                else:
+                    await wait_for_status(handle, OrderStatus.RELEASED)
+                    await handle.signal(
+                        OrderToCash.on_shipment_confirmed, ShipmentConfirmed(shipment=shipment_for(order))
+                    )
+                await handle.result()
+                history = await handle.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
