@@ -446,20 +446,22 @@ class ShopifySimulator(Simulator):
             ),
             self._sign,
         )
+        # Real Shopify never reuses an order id or number, and saga IDs are built from the id, so
+        # these counters survive `reset()`: a reset sandbox must not hand out an id a saga still has.
+        self._next_ids: dict[str, int] = {}
+        self.order_number = 1000
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Back to the seed shop: catalogue stock, a few seeded orders, no tokens, no jobs."""
-        self._next_ids: dict[str, int] = {}
         self.orders: dict[int, OrderRec] = {}
         self.jobs: dict[str, JobRec] = {}
         self.tokens: dict[str, datetime] = {}
         self.buckets: dict[str, BucketRec] = {}
         self.idempotency: dict[tuple[str, str], dict[str, Any]] = {}
         self.adjustment_groups: list[dict[str, Any]] = []
-        self.order_number = 1000
         self.demo_credit = 0.0
         self.demo_last_tick: datetime | None = None
         now = self.ctx.clock.now()

@@ -1,0 +1,244 @@
+"""Dispatch from the webhook routes to Temporal: start an order's saga, or signal the saga already running.
+
+The routes verify and map; this layer only talks to Temporal, so the durable inbox (issue 4) can
+slot in between the two. It also holds the one decision about an unreachable Temporal: every
+connection or RPC failure that means "try again later" becomes `TemporalUnavailableError`, which
+the app answers with 503 so the vendor retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from orderflow.canonical import Order
+from orderflow.canonical.base import CanonicalModel
+from orderflow.canonical.saga import TASK_QUEUE, OrderStatus, OrderToCashInput
+from orderflow.settings import Settings
+from orderflow.temporal import (
+    CHANNEL,
+    CUSTOMER_ID,
+    DEFAULT_ADDRESS,
+    DEFAULT_NAMESPACE,
+    NEEDS_ATTENTION,
+    ORDER_STATUS,
+    ORDER_TOTAL,
+    TRACKING_NUMBERS,
+    connect,
+)
+
+log = logging.getLogger("orderflow.webhooks")
+
+WORKFLOW_TYPE = "OrderToCash"
+# Vendors give up on a slow endpoint (Shopify after 5 s), so no Temporal call may take longer.
+RPC_TIMEOUT = timedelta(seconds=4)
+CONNECT_TIMEOUT_SECONDS = 4.0
+# Statuses that mean "Temporal cannot take this now", as opposed to "this request is wrong".
+UNAVAILABLE_STATUSES = frozenset(
+    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+)
+# A tracking number is quoted into a visibility query, so it may hold nothing that ends the quote.
+_TRACKING_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class TemporalUnavailableError(Exception):
+    """Temporal could not be reached; the webhook must be retried (or, with the inbox, relayed) later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StartOutcome(StrEnum):
+    """What became of a request to start an order's saga."""
+
+    STARTED = "started"
+    DUPLICATE = "duplicate"
+
+
+class WebhookReceipt(BaseModel):
+    """The answer to a vendor: what orderflow did with its webhook, and why when it did nothing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["started", "duplicate", "signalled", "ignored"]
+    order_keys: list[str] = []
+    reason: str | None = None
+
+
+def ignored(reason: str) -> WebhookReceipt:
+    """A receipt for a webhook that is authentic but has nothing for a saga to do."""
+    return WebhookReceipt(status="ignored", reason=reason)
+
+
+def is_valid_tracking_number(number: str) -> bool:
+    """Whether a tracking number can be looked up through visibility (letters, digits, `_`, `.`, `-`)."""
+    return _TRACKING_NUMBER.fullmatch(number) is not None
+
+
+def initial_search_attributes(order: Order) -> TypedSearchAttributes:
+    """The search attributes a saga starts with, so it is findable in the Temporal UI from its first moment."""
+    pairs: list[SearchAttributePair[str] | SearchAttributePair[bool] | SearchAttributePair[float]] = [
+        SearchAttributePair(ORDER_STATUS, OrderStatus.RECEIVED.value),
+        SearchAttributePair(CHANNEL, order.channel.value),
+        SearchAttributePair(NEEDS_ATTENTION, False),
+        # A float only for filtering and sorting in the UI; the saga itself keeps Decimal money.
+        SearchAttributePair(ORDER_TOTAL, float(order.total.amount)),
+    ]
+    customer_id = order.customer.channel_customer_id or order.customer.email
+    if customer_id:
+        pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
+    return TypedSearchAttributes(pairs)
+
+
+@contextmanager
+def temporal_call(what: str) -> Iterator[None]:
+    """Turn a failure that means "Temporal is not there right now" into `TemporalUnavailableError`."""
+    try:
+        yield
+    except RPCError as exc:
+        if exc.status not in UNAVAILABLE_STATUSES:
+            raise
+        raise TemporalUnavailableError(f"Temporal unavailable while {what}: {exc.message}") from exc
+
+
+class TemporalGateway:
+    """Starts and signals order sagas through a Temporal client, connected on first use."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        task_queue: str = TASK_QUEUE,
+        client: Client | None = None,
+    ) -> None:
+        self.address = address
+        self.namespace = namespace
+        self.task_queue = task_queue
+        self._client = client
+        self._connecting = asyncio.Lock()
+
+    @classmethod
+    def from_env(cls, *, task_queue: str = TASK_QUEUE) -> TemporalGateway:
+        """A gateway for the Temporal named by `TEMPORAL_ADDRESS` and `TEMPORAL_NAMESPACE`."""
+        return cls(
+            os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
+            os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
+            task_queue=task_queue,
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether a client has been made (a later call may still find the server gone)."""
+        return self._client is not None
+
+    async def client(self) -> Client:
+        """The Temporal client, connecting now if this is the first call or the last connect failed."""
+        if self._client is not None:
+            return self._client
+        async with self._connecting:
+            if self._client is None:
+                try:
+                    async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                        self._client = await connect(self.address, self.namespace)
+                # The SDK reports a failed connect as a bare RuntimeError ("Failed client connect").
+                except (RuntimeError, TimeoutError) as exc:
+                    raise TemporalUnavailableError(
+                        f"cannot connect to Temporal at {self.address} (namespace {self.namespace}): {exc}"
+                    ) from exc
+                log.info("connected to Temporal at %s, namespace %s", self.address, self.namespace)
+            return self._client
+
+    async def start_order(self, order: Order, *, received_at_epoch_ms: int) -> StartOutcome:
+        """Start the order's saga under its business key; a second start for the same order is a duplicate."""
+        client = await self.client()
+        with temporal_call(f"starting {order.key}"):
+            try:
+                await client.start_workflow(
+                    WORKFLOW_TYPE,
+                    OrderToCashInput(order=order, received_at_epoch_ms=received_at_epoch_ms),
+                    id=order.key,
+                    task_queue=self.task_queue,
+                    # A redelivered orders/create must never start a second saga, neither while the
+                    # first runs (FAIL) nor after it ended (REJECT_DUPLICATE): one order, one saga.
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=initial_search_attributes(order),
+                    static_summary=f"{order.channel.value} order {order.order_number}",
+                    rpc_timeout=RPC_TIMEOUT,
+                )
+            except WorkflowAlreadyStartedError:
+                return StartOutcome.DUPLICATE
+        return StartOutcome.STARTED
+
+    async def signal_order(self, order_key: str, signal: str, payload: CanonicalModel) -> bool:
+        """Signal an order's saga; False when there is none running (never started, or already closed)."""
+        client = await self.client()
+        with temporal_call(f"signalling {signal} to {order_key}"):
+            try:
+                await client.get_workflow_handle(order_key).signal(signal, payload, rpc_timeout=RPC_TIMEOUT)
+            except RPCError as exc:
+                if exc.status is RPCStatusCode.NOT_FOUND:
+                    return False
+                raise
+        return True
+
+    async def sagas_tracking(self, tracking_number: str) -> list[str]:
+        """The keys of the running sagas whose shipments carry this tracking number (`TrackingNumbers`)."""
+        if not is_valid_tracking_number(tracking_number):
+            raise ValueError(f"tracking number {tracking_number!r} has characters a visibility query cannot hold")
+        client = await self.client()
+        query = (
+            f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' "
+            f"AND {TRACKING_NUMBERS.name} = '{tracking_number}'"
+        )
+        with temporal_call(f"looking up tracking number {tracking_number}"):
+            return [execution.id async for execution in client.list_workflows(query, rpc_timeout=RPC_TIMEOUT)]
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings the webhook app was made with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def gateway_of(request: Request) -> TemporalGateway:
+    """The Temporal gateway the webhook app was made with."""
+    gateway: TemporalGateway = request.app.state.temporal
+    return gateway
+
+
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+GatewayDep = Annotated[TemporalGateway, Depends(gateway_of)]
+
+
+def parse_body(raw: bytes, what: str) -> dict[str, Any]:
+    """A webhook body as a JSON object; ValueError with the reason when it is not one."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{what} body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ValueError(f"{what} body is JSON but not an object")
+    return body
