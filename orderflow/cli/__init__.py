@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import sandbox
+from orderflow.cli import dev, orders, sandbox, worker
 
 app = typer.Typer(
     name="orderflow",
@@ -13,6 +13,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals can hold credentials
 )
 app.add_typer(sandbox.app, name="sandbox")
+app.add_typer(orders.app, name="orders")
+app.command("worker")(worker.worker)
+app.command("dev")(dev.dev)
 
 
 def main() -> None:

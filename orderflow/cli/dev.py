@@ -1,0 +1,113 @@
+"""`orderflow dev`: the whole local stack in one command, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orderflow.canonical.saga import TASK_QUEUE
+from orderflow.cli.connection import TaskQueueOption, fail
+from orderflow.devstack import SERVICES, DevStack, DevStackError, PortInUseError, StackPorts
+from orderflow.settings import STATE_DIR
+
+
+def dev(
+    temporal_port: Annotated[int, typer.Option("--temporal-port", min=1, max=65535, help="Temporal gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option("--ui-port", min=1, max=65535, help="Temporal Web UI port.")] = 8233,
+    sandbox_port: Annotated[int, typer.Option("--sandbox-port", min=1, max=65535, help="Sandbox port.")] = 8700,
+    webhook_port: Annotated[int, typer.Option("--webhook-port", min=1, max=65535, help="Webhook service port.")] = 8000,
+    ship_after: Annotated[
+        float,
+        typer.Option("--ship-after", min=0, help="The sandbox WMS ships released orders after this many seconds."),
+    ] = 2.0,
+    orders_per_minute: Annotated[
+        float, typer.Option("--orders-per-minute", min=0, help="The sandbox Shopify invents this many orders a minute.")
+    ] = 0.0,
+    task_queue: TaskQueueOption = TASK_QUEUE,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", file_okay=False, help="Temporal's database and the logs go here.")
+    ] = STATE_DIR,
+) -> None:
+    """Start Temporal (UI on :8233), the sandbox, the webhook service and a worker; Ctrl-C stops them all."""
+    stack = DevStack(
+        ports=StackPorts(temporal=temporal_port, ui=ui_port, sandbox=sandbox_port, webhooks=webhook_port),
+        state_dir=state_dir,
+        task_queue=task_queue,
+        ship_after_seconds=ship_after,
+        orders_per_minute=orders_per_minute,
+    )
+    code = asyncio.run(_run(stack))
+    raise typer.Exit(code)
+
+
+async def _run(stack: DevStack) -> int:
+    console = Console()
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
+    try:
+        console.print(f"starting the local stack (logs in {stack.log_dir}) ...")
+        starting = asyncio.ensure_future(stack.start())
+        stopping = asyncio.ensure_future(interrupted.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # Ctrl-C while starting: `start` stops what it had started when it is cancelled.
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            console.print("interrupted; everything started has been stopped")
+            return 130
+        stopping.cancel()
+        try:
+            starting.result()
+        except PortInUseError as exc:
+            fail(str(exc), 2)
+        except DevStackError as exc:
+            fail(f"the local stack did not start: {exc}", 1)
+
+        console.print(_where(stack))
+        console.print("[bold]Ctrl-C[/] stops everything.")
+        exited = asyncio.ensure_future(stack.wait_for_exit())
+        stopping = asyncio.ensure_future(interrupted.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if exited.done():
+            name = exited.result()
+            svc = stack.services[name]
+            returncode = svc.process.returncode if svc.process else None
+            console.print(
+                f"[red]{name} exited (code {returncode}); stopping the rest.[/] Last lines of {svc.log_file}:"
+            )
+            for line in stack.log_tail(name):
+                console.print(f"  {line}", markup=False, highlight=False)
+            code = 1
+        exited.cancel()
+        stopping.cancel()
+        console.print("stopping ...")
+        await stack.stop()
+        console.print("stopped")
+        return code
+    finally:
+        await stack.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _where(stack: DevStack) -> str:
+    """Where each service answers, whether it was started or reused, and where its log is."""
+    lines = ["[bold green]orderflow local stack is up[/]"]
+    if "temporal" in stack.services:
+        lines.append(f"  {'Temporal UI':<12} [bold]{stack.ui_url}[/]")
+    for name in SERVICES:
+        svc = stack.services.get(name)
+        if svc is None:
+            continue
+        state = "already running, reused" if svc.reused else f"started, pid {svc.pid}"
+        lines.append(f"  {name:<12} {svc.url}  ({state})")
+    lines.append(f"  {'logs':<12} {stack.log_dir}/<service>.log")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""`orderflow worker`: run the sagas and their activities against Temporal until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+from orderflow.cli.connection import (
+    DEFAULT_ADDRESS,
+    DEFAULT_NAMESPACE,
+    TASK_QUEUE,
+    AddressOption,
+    NamespaceOption,
+    TaskQueueOption,
+    connect_or_exit,
+)
+from orderflow.settings import get_settings
+
+
+def worker(
+    task_queue: TaskQueueOption = TASK_QUEUE,
+    address: AddressOption = DEFAULT_ADDRESS,
+    namespace: NamespaceOption = DEFAULT_NAMESPACE,
+) -> None:
+    """Run a worker: the order-to-cash saga and its activities, against the systems in settings."""
+    asyncio.run(_run(task_queue=task_queue, address=address, namespace=namespace))
+
+
+async def _run(*, task_queue: str, address: str, namespace: str) -> None:
+    from orderflow.worker import run_worker
+
+    client = await connect_or_exit(address, namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Both end the worker the same way: finish in-flight activities (within the grace period), then exit 0.
+    # `orderflow dev` stops its worker with SIGTERM; a person at a terminal presses Ctrl-C.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    typer.echo(f"orderflow worker on task queue {task_queue!r} at {address} (namespace {namespace}); Ctrl-C stops it")
+    try:
+        await run_worker(get_settings(), client=client, task_queue=task_queue, stop=stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    typer.echo("orderflow worker stopped")

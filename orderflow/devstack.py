@@ -1,0 +1,565 @@
+"""The local stack as child processes: Temporal dev server, sandbox, webhook service and a worker.
+
+`orderflow dev` runs it until Ctrl-C; `orderflow demo` reuses it. Each service is started only if
+its port is free; a port that already answers as the expected service is reused (a Temporal server
+already on :7233 is used, not started twice), and a port held by anything else is an error. Every
+child runs in its own process group with its output in `.orderflow/logs/<name>.log`, so stopping
+the stack (SIGTERM, then SIGKILL after a grace period) leaves nothing behind.
+
+    async with DevStack(ports=StackPorts(temporal=7233)) as stack:
+        print(stack.temporal_address, stack.sandbox_url, stack.webhook_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueKind, TaskQueueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from orderflow.canonical.saga import TASK_QUEUE
+from orderflow.settings import STATE_DIR, get_settings
+from orderflow.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES, connect
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+ServiceName = Literal["temporal", "sandbox", "webhooks", "worker"]
+SERVICES: tuple[ServiceName, ...] = ("temporal", "sandbox", "webhooks", "worker")
+# The webhook service and the worker talk to Temporal, so they start after it; the sandbox needs nothing.
+_FIRST_WAVE: tuple[ServiceName, ...] = ("temporal", "sandbox")
+_SECOND_WAVE: tuple[ServiceName, ...] = ("webhooks", "worker")
+
+# A worker finishes its in-flight activities before it exits (orderflow.temporal.GRACEFUL_SHUTDOWN, 10 s).
+DEFAULT_STOP_GRACE_SECONDS = 15.0
+DEFAULT_START_TIMEOUT_SECONDS = 60.0
+# A worker long-polls for up to ~70 s, so a live idle worker's last poll can be that old; a poller
+# seen more recently than this counts as a running worker (one that died a moment ago does too).
+_LIVE_POLLER_SECONDS = 90.0
+_POLL_INTERVAL = 0.2
+
+
+class DevStackError(Exception):
+    """A local service could not be started; the message says which and why."""
+
+
+class PortInUseError(DevStackError):
+    """A port the stack needs is held by something that is not the service expected there."""
+
+
+class ServiceExitedError(DevStackError):
+    """A child process exited while it was starting, with the last lines of its log."""
+
+    def __init__(self, name: str, returncode: int | None, log_tail: list[str]) -> None:
+        tail = "\n".join(f"    {line}" for line in log_tail) or "    (empty log)"
+        super().__init__(f"{name} exited with code {returncode} while starting; last log lines:\n{tail}")
+        self.name = name
+        self.returncode = returncode
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackPorts:
+    """The loopback ports of the local stack."""
+
+    temporal: int = 7233
+    ui: int = 8233
+    sandbox: int = 8700
+    webhooks: int = 8000
+
+
+@dataclass
+class RunningService:
+    """One service of the stack: where it answers, and the child process if this stack started it."""
+
+    name: ServiceName
+    url: str
+    process: asyncio.subprocess.Process | None = None
+    log_file: Path | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def reused(self) -> bool:
+        """True when the service was already running and this stack only uses it."""
+        return self.process is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (also its process group id), or None if reused."""
+        return self.process.pid if self.process else None
+
+
+def venv_binary(name: str) -> str:
+    """A console script installed beside this interpreter (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DevStackError(f"`{name}` is not installed; run `pip install -e '.[dev]'`")
+    return found
+
+
+def webhook_app() -> FastAPI:
+    """The webhook service built from settings; uvicorn's `--factory` target for the dev stack."""
+    from orderflow.webhooks.app import create_app
+    from orderflow.webhooks.dispatch import TemporalGateway
+
+    # The stack's task queue, which `orderflow dev --task-queue` (and tests) may change.
+    gateway = TemporalGateway.from_env(task_queue=os.environ.get("ORDERFLOW_TASK_QUEUE", TASK_QUEUE))
+    return create_app(get_settings(), temporal=gateway)
+
+
+def log_tail(path: Path | None, lines: int = 20) -> list[str]:
+    """The last lines of a log file (empty if there is none yet)."""
+    if path is None or not path.exists():
+        return []
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        # Enough for the last lines of any sane log without reading a long one whole.
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = f.read().decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]
+
+
+class DevStack:
+    """The Temporal dev server, the sandbox, the webhook service and a worker, started as needed."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        ports: StackPorts | None = None,
+        state_dir: Path = STATE_DIR,
+        namespace: str = DEFAULT_NAMESPACE,
+        task_queue: str = TASK_QUEUE,
+        ship_after_seconds: float | None = 2.0,
+        orders_per_minute: float = 0.0,
+        services: Iterable[ServiceName] = SERVICES,
+        start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
+        stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.ports = ports or StackPorts()
+        self.state_dir = state_dir.resolve()
+        self.namespace = namespace
+        self.task_queue = task_queue
+        self.ship_after_seconds = ship_after_seconds
+        self.orders_per_minute = orders_per_minute
+        self.wanted: tuple[ServiceName, ...] = tuple(services)
+        self.start_timeout = start_timeout
+        self.stop_grace = stop_grace
+        self._extra_env = dict(env or {})
+        self.services: dict[ServiceName, RunningService] = {}
+        self._client: Client | None = None
+
+    # ---- where everything is -----------------------------------------------------------------
+
+    @property
+    def temporal_address(self) -> str:
+        """The Temporal frontend, host:port, for clients and workers."""
+        return f"{self.host}:{self.ports.temporal}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Temporal Web UI."""
+        return f"http://{self.host}:{self.ports.ui}"
+
+    @property
+    def sandbox_url(self) -> str:
+        """The sandbox's base URL (simulators under /shopify, /netsuite, /wms, /carrier; control under /sandbox)."""
+        return f"http://{self.host}:{self.ports.sandbox}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The webhook service's base URL."""
+        return f"http://{self.host}:{self.ports.webhooks}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where each child's output goes, one `<name>.log` per service."""
+        return self.state_dir / "logs"
+
+    def url_of(self, name: ServiceName) -> str:
+        """Where a service answers (the worker's is the Temporal task queue it polls)."""
+        return {
+            "temporal": self.temporal_address,
+            "sandbox": self.sandbox_url,
+            "webhooks": self.webhook_url,
+            "worker": f"task queue {self.task_queue} on {self.temporal_address}",
+        }[name]
+
+    def child_pids(self) -> dict[ServiceName, int]:
+        """The process id of every child this stack started (each also leads its own process group)."""
+        return {name: svc.pid for name, svc in self.services.items() if svc.pid is not None}
+
+    def log_tail(self, name: ServiceName, lines: int = 20) -> list[str]:
+        """The last lines a started service wrote to its log."""
+        svc = self.services.get(name)
+        return log_tail(svc.log_file if svc else None, lines)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> DevStack:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self, services: Iterable[ServiceName] | None = None) -> None:
+        """Start what is not running yet (all the stack's services by default) and wait until each is healthy.
+
+        On any failure, or if cancelled, the children started so far are stopped before the error propagates.
+        """
+        wanted = set(self.wanted if services is None else services)
+        unknown = wanted - set(SERVICES)
+        if unknown:
+            raise DevStackError(f"unknown services {sorted(unknown)}; the stack has {', '.join(SERVICES)}")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for wave in (_FIRST_WAVE, _SECOND_WAVE):
+                todo = [name for name in wave if name in wanted and name not in self.services]
+                await asyncio.gather(*(self._start_one(name) for name in todo))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop every child this stack started, callers of Temporal first, Temporal last."""
+        order: tuple[tuple[ServiceName, ...], ...] = (("worker", "webhooks", "sandbox"), ("temporal",))
+        for wave in order:
+            await asyncio.gather(*(self._stop_one(name) for name in wave if name in self.services))
+        # A client of a server this stack stopped is useless; the next start connects afresh.
+        self._client = None
+
+    async def wait_for_exit(self) -> ServiceName:
+        """Wait until one of the started children exits, and say which (never returns if all are reused)."""
+        waiters = {
+            asyncio.ensure_future(svc.process.wait()): name
+            for name, svc in self.services.items()
+            if svc.process is not None
+        }
+        if not waiters:
+            await asyncio.Event().wait()
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return waiters[next(iter(done))]
+
+    # ---- one service ----------------------------------------------------------------------------
+
+    async def _start_one(self, name: ServiceName) -> None:
+        port = self._port_of(name)
+        if port is not None and await _listening(self.host, port):
+            if not await self._answers_as(name):
+                raise PortInUseError(
+                    f"port {port} on {self.host} is in use, but not by {_DESCRIPTION[name]}; "
+                    f"stop what holds it or choose another with --{_PORT_OPTION[name]}"
+                )
+            self.services[name] = RunningService(name=name, url=self.url_of(name))
+            if name == "temporal":
+                await self._ensure_search_attributes()
+            return
+        if name == "temporal" and await _listening(self.host, self.ports.ui):
+            raise PortInUseError(
+                f"port {self.ports.ui} on {self.host} (the Temporal UI) is in use; choose another with --ui-port"
+            )
+        if name == "worker" and await self._worker_is_polling(since=time.time() - _LIVE_POLLER_SECONDS):
+            self.services[name] = RunningService(name=name, url=self.url_of(name))
+            return
+        svc = await self._spawn(name)
+        await self._wait_healthy(svc)
+
+    def _port_of(self, name: ServiceName) -> int | None:
+        return {
+            "temporal": self.ports.temporal,
+            "sandbox": self.ports.sandbox,
+            "webhooks": self.ports.webhooks,
+            "worker": None,
+        }[name]
+
+    async def _answers_as(self, name: ServiceName) -> bool:
+        if name == "temporal":
+            return await self._temporal_client(wait_seconds=3.0) is not None
+        if name == "sandbox":
+            return await _sandbox_is_healthy(self.sandbox_url)
+        if name == "webhooks":
+            return await _webhooks_are_healthy(self.webhook_url)
+        return False
+
+    def _argv(self, name: ServiceName) -> list[str]:
+        python = [sys.executable, "-m"]
+        if name == "temporal":
+            argv = [
+                venv_binary("temporal"),
+                "server",
+                "start-dev",
+                "--ip",
+                self.host,
+                "--port",
+                str(self.ports.temporal),
+                "--ui-port",
+                str(self.ports.ui),
+                "--db-filename",
+                str(self.state_dir / "temporal.db"),
+                "--log-level",
+                "warn",
+            ]
+            if self.namespace != DEFAULT_NAMESPACE:
+                argv += ["--namespace", self.namespace]
+            for attribute, kind in SEARCH_ATTRIBUTES.items():
+                argv += ["--search-attribute", f"{attribute}={kind}"]
+            return argv
+        if name == "sandbox":
+            argv = [*python, "orderflow.cli", "sandbox", "--host", self.host, "--port", str(self.ports.sandbox)]
+            for system in ("shopify", "wms", "carrier"):
+                argv += ["--subscribe", f"{system}={self.webhook_url}/webhooks/{system}"]
+            if self.ship_after_seconds is not None:
+                argv += ["--ship-after", str(self.ship_after_seconds)]
+            if self.orders_per_minute:
+                argv += ["--orders-per-minute", str(self.orders_per_minute)]
+            return argv
+        if name == "webhooks":
+            return [
+                *python,
+                "uvicorn",
+                "orderflow.devstack:webhook_app",
+                "--factory",
+                "--host",
+                self.host,
+                "--port",
+                str(self.ports.webhooks),
+                "--log-level",
+                "info",
+            ]
+        return [*python, "orderflow.cli", "worker", "--task-queue", self.task_queue]
+
+    def _child_env(self) -> dict[str, str]:
+        """The environment of the Python children: this stack's Temporal, task queue and sandbox."""
+        sandbox = self.sandbox_url
+        return {
+            **os.environ,
+            **self._extra_env,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": self.namespace,
+            "ORDERFLOW_TASK_QUEUE": self.task_queue,
+            # Every adapter in the worker (and the webhook service) points at this stack's sandbox.
+            "ORDERFLOW_SANDBOX_HOST": self.host,
+            "ORDERFLOW_SANDBOX_PORT": str(self.ports.sandbox),
+            "ORDERFLOW_SHOPIFY__BASE_URL": f"{sandbox}/shopify",
+            "ORDERFLOW_NETSUITE__BASE_URL": f"{sandbox}/netsuite",
+            "ORDERFLOW_WMS__BASE_URL": f"{sandbox}/wms",
+            "ORDERFLOW_CARRIER__BASE_URL": f"{sandbox}/carrier",
+            # The sandbox generates the NetSuite M2M key pair here and the worker signs with it.
+            "ORDERFLOW_NETSUITE__PRIVATE_KEY_FILE": str(self.state_dir / "sandbox" / "netsuite-m2m-key.pem"),
+            "ORDERFLOW_STATE_DIR": str(self.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    async def _spawn(self, name: ServiceName) -> RunningService:
+        log_file = self.log_dir / f"{name}.log"
+        with log_file.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                *self._argv(name),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._child_env(),
+                # Its own session and process group: Ctrl-C at the terminal reaches only `orderflow dev`,
+                # which then stops each child's whole group, grandchildren included.
+                start_new_session=True,
+            )
+        svc = RunningService(name=name, url=self.url_of(name), process=process, log_file=log_file)
+        self.services[name] = svc
+        return svc
+
+    async def _wait_healthy(self, svc: RunningService) -> None:
+        checks: dict[ServiceName, Callable[[], Awaitable[bool]]] = {
+            "temporal": self._temporal_is_ready,
+            "sandbox": lambda: _sandbox_is_healthy(self.sandbox_url),
+            "webhooks": lambda: _webhooks_are_healthy(self.webhook_url),
+            "worker": lambda: self._worker_is_polling(since=svc.started_at - 1.0),
+        }
+        assert svc.process is not None
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if svc.process.returncode is not None:
+                raise ServiceExitedError(svc.name, svc.process.returncode, log_tail(svc.log_file))
+            if await checks[svc.name]():
+                return
+            if time.monotonic() > deadline:
+                tail = "\n".join(f"    {line}" for line in log_tail(svc.log_file))
+                raise DevStackError(
+                    f"{svc.name} did not become healthy within {self.start_timeout:.0f} s; last log lines:\n{tail}"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    async def _stop_one(self, name: ServiceName) -> None:
+        svc = self.services.pop(name, None)
+        if svc is None or svc.process is None:
+            return
+        await terminate_group(svc.process, grace=self.stop_grace)
+
+    # ---- Temporal -------------------------------------------------------------------------------
+
+    async def _temporal_client(self, wait_seconds: float) -> Client | None:
+        if self._client is not None:
+            return self._client
+        try:
+            async with asyncio.timeout(wait_seconds):
+                self._client = await connect(self.temporal_address, self.namespace)
+        except (RuntimeError, TimeoutError):
+            return None
+        return self._client
+
+    async def _temporal_is_ready(self) -> bool:
+        client = await self._temporal_client(wait_seconds=2.0)
+        if client is None:
+            return False
+        try:
+            registered = await self._registered_search_attributes(client)
+            ui = await _http_ok(self.ui_url)
+        except Exception:  # still booting: the next poll asks again
+            return False
+        return set(SEARCH_ATTRIBUTES) <= registered and ui
+
+    async def _registered_search_attributes(self, client: Client) -> set[str]:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=self.namespace)
+        )
+        return set(response.custom_attributes)
+
+    async def _ensure_search_attributes(self) -> None:
+        """A reused server may predate an attribute; register what is missing so sagas can upsert it."""
+        client = await self._temporal_client(wait_seconds=5.0)
+        if client is None:
+            raise DevStackError(f"Temporal at {self.temporal_address} stopped answering")
+        missing = set(SEARCH_ATTRIBUTES) - await self._registered_search_attributes(client)
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=self.namespace,
+                    search_attributes={attribute: _indexed_type(SEARCH_ATTRIBUTES[attribute]) for attribute in missing},
+                )
+            )
+
+    async def _worker_is_polling(self, *, since: float) -> bool:
+        """Whether a worker polled the stack's task queue for workflow tasks after `since` (epoch seconds)."""
+        client = await self._temporal_client(wait_seconds=3.0)
+        if client is None:
+            return False
+        try:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.namespace,
+                    task_queue=TaskQueue(name=self.task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            )
+        except Exception:  # unanswered means "not seen yet"; the next poll asks again
+            return False
+        return any(p.last_access_time.ToDatetime().timestamp() >= since for p in response.pollers)
+
+
+_DESCRIPTION: dict[ServiceName, str] = {
+    "temporal": "a Temporal server",
+    "sandbox": "the orderflow sandbox",
+    "webhooks": "the orderflow webhook service",
+    "worker": "a worker",
+}
+_PORT_OPTION: dict[ServiceName, str] = {
+    "temporal": "temporal-port",
+    "sandbox": "sandbox-port",
+    "webhooks": "webhook-port",
+    "worker": "task-queue",
+}
+
+
+def _indexed_type(kind: str) -> IndexedValueType.ValueType:
+    """`KeywordList` -> `INDEXED_VALUE_TYPE_KEYWORD_LIST`, the API's spelling of a search attribute type."""
+    snake = "".join(f"_{ch}" if ch.isupper() and i else ch for i, ch in enumerate(kind)).upper()
+    return IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{snake}")
+
+
+async def terminate_group(process: asyncio.subprocess.Process, *, grace: float) -> None:
+    """Stop a child and its whole process group: SIGTERM, then SIGKILL if it outlives `grace` seconds."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+    except TimeoutError:
+        _signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
+    # The leader is gone; anything it started in its group goes with it.
+    _signal_group(process.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+async def _listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        async with asyncio.timeout(1.0):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def _get_json(url: str) -> Any:
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        response = await http.get(url)
+    return response.json() if response.status_code == 200 else None
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _sandbox_is_healthy(base_url: str) -> bool:
+    """The sandbox answers its health check."""
+    try:
+        body = await _get_json(f"{base_url}/sandbox/health")
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("status") == "ok"
+
+
+async def _webhooks_are_healthy(base_url: str) -> bool:
+    """The webhook service answers, and its API is orderflow's (it serves `/webhooks/...` routes)."""
+    try:
+        body = await _get_json(f"{base_url}/openapi.json")
+    except (httpx.HTTPError, ValueError):
+        return False
+    paths = body.get("paths", {}) if isinstance(body, dict) else {}
+    return any(str(path).startswith("/webhooks/") for path in paths)

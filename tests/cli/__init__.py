@@ -1,0 +1,1 @@
+"""Tests of the `orderflow` command line and the local dev stack."""
