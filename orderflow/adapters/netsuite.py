@@ -252,6 +252,53 @@ def credit_standing_from_row(row: Mapping[str, Any], currency: str) -> CreditSta
     )
 
 
+# Item weight units: SuiteQL gives the select's internal id, the record API its name.
+_OUNCES_PER_UNIT = {
+    "1": Decimal(16), "lb": Decimal(16),
+    "2": Decimal(1), "oz": Decimal(1),
+    "3": Decimal("35.27396195"), "kg": Decimal("35.27396195"),
+    "4": Decimal("0.03527396195"), "g": Decimal("0.03527396195"),
+}  # fmt: skip
+CUSTOMER_COLUMNS = "id, externalid, companyname, firstname, lastname, email, isperson, creditlimit, currency"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def weight_in_ounces(weight: Any, unit: Any) -> Decimal | None:
+    """An item's shipping weight in ounces, or None when the ERP has none (or an unknown unit)."""
+    factor = _OUNCES_PER_UNIT.get(str(unit or "").strip().lower())
+    try:
+        value = Decimal(str(weight))
+    except (ArithmeticError, ValueError):
+        return None
+    if factor is None or not value.is_finite() or value <= 0:
+        return None
+    return (value * factor).quantize(Decimal("0.01"))
+
+
+def customer_from_row(row: Mapping[str, Any], currency: str) -> Customer:
+    """A SuiteQL customer row as a canonical customer.
+
+    The rule for terms: a company (not `isperson`) with a credit limit above zero buys on terms and
+    is credit-checked; everyone else (people, companies without a credit line) is prepaid.
+    """
+    is_company = str(row.get("isperson", "F")).upper() != "T"
+    limit = _money(row.get("creditlimit"), currency)
+    if is_company and row.get("companyname"):
+        name = str(row["companyname"])
+    else:
+        name = " ".join(str(row[k]) for k in ("firstname", "lastname") if row.get(k)) or f"customer {row['id']}"
+    email = row.get("email")
+    on_terms = is_company and limit.amount > 0
+    return Customer(
+        channel_customer_id=None,
+        erp_customer_id=str(row["id"]),
+        name=name,
+        email=email if isinstance(email, str) and _EMAIL.match(email) else None,
+        terms=PaymentTerms.TERMS if on_terms else PaymentTerms.PREPAID,
+        credit_limit=limit if on_terms else None,
+    )
+
+
 def _sku(value: Any) -> str | None:
     return value if isinstance(value, str) and _SKU.match(value) and len(value) <= 64 else None
 
@@ -596,6 +643,31 @@ class NetSuiteClient:
             raise TransientError(f"customer {external_id} was upserted but cannot be read back yet", system=SYSTEM)
         return found
 
+    async def find_customer(self, external_id: str) -> Customer | None:
+        """The customer filed under our external id, as the ERP knows them, or None if there is none."""
+        _check_external_id(external_id)
+        rows = await self._suiteql(
+            f"SELECT {CUSTOMER_COLUMNS} FROM customer WHERE externalid = {_suiteql_literal(external_id)}"  # noqa: S608
+        )
+        return await self._customer_from_rows(rows)
+
+    async def get_customer(self, erp_customer_id: str) -> Customer:
+        """A customer by NetSuite internal id, with the payment terms orderflow gives them."""
+        if not erp_customer_id.isdigit():
+            raise NotFoundError(f"customer id {erp_customer_id!r} is not a NetSuite internal id", system=SYSTEM)
+        # The id was checked to be digits above, so it cannot carry SQL.
+        rows = await self._suiteql(f"SELECT {CUSTOMER_COLUMNS} FROM customer WHERE id = {erp_customer_id}")  # noqa: S608
+        customer = await self._customer_from_rows(rows)
+        if customer is None:
+            raise NotFoundError(f"no customer {erp_customer_id}", system=SYSTEM)
+        return customer
+
+    async def _customer_from_rows(self, rows: list[dict[str, Any]]) -> Customer | None:
+        if not rows:
+            return None
+        codes = await self._currency_codes()
+        return customer_from_row(rows[0], codes.get(str(rows[0].get("currency")), "USD"))
+
     async def get_customer_credit(self, erp_customer_id: str) -> CreditStanding:
         """A customer's credit limit, balance, overdue balance, unbilled orders and hold, from SuiteQL."""
         if not erp_customer_id.isdigit():
@@ -619,7 +691,8 @@ class NetSuiteClient:
             chunk = wanted[start : start + SUITEQL_PAGE]
             literals = ", ".join(_suiteql_literal(s) for s in chunk)
             # Every SKU goes in as a quoted literal with its quotes doubled.
-            query = f"SELECT id, itemid, displayname, isinactive FROM item WHERE itemid IN ({literals})"  # noqa: S608
+            columns = "id, itemid, displayname, isinactive, weight, weightunit"
+            query = f"SELECT {columns} FROM item WHERE itemid IN ({literals})"  # noqa: S608
             rows = await self._suiteql(query)
             for row in rows:
                 sku = row.get("itemid")
@@ -628,6 +701,7 @@ class NetSuiteClient:
                         found[sku] = ErpItem(
                             erp_item_id=str(row["id"]), sku=sku, name=str(row.get("displayname") or sku),
                             is_inactive=str(row.get("isinactive", "F")).upper() == "T",
+                            weight_oz=weight_in_ounces(row.get("weight"), row.get("weightunit")),
                         )  # fmt: skip
                     except ValidationError:
                         continue  # an item id that is not a usable SKU cannot match an order line

@@ -8,6 +8,9 @@
   fulfillment order's `reference`. A duplicate create (422), or a create whose answer was lost
   (timeout, 5xx), is resolved by reading the order back by reference.
 - Webhooks are signed the Standard Webhooks way; `verify_webhook` checks them over the raw body.
+- Reservations (`inventory-reservation`) are an extension beyond ShipBob, which commits stock only
+  when an order is created: see docs/adapters/wms.md for the resource and for what to do with a
+  WMS that has none.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +29,8 @@ from pydantic import SecretStr
 
 from orderflow.adapters.errors import (
     AdapterError,
+    ConflictError,
+    NotFoundError,
     RateLimitedError,
     TransientError,
     ValidationRejectedError,
@@ -34,17 +39,23 @@ from orderflow.adapters.errors import (
     transport_error,
 )
 from orderflow.canonical import (
+    Address,
+    Allocation,
+    AllocationLine,
+    AllocationStatus,
     CancellationOutcome,
     FulfillmentCancellation,
     FulfillmentLine,
     FulfillmentOrder,
     FulfillmentOrderRequest,
     FulfillmentStatus,
+    Label,
     Shipment,
     ShipmentLine,
     StockLevel,
     Tracking,
 )
+from orderflow.canonical.saga import order_key_from_reference
 from orderflow.settings import WmsSettings
 
 SYSTEM = "wms"
@@ -64,6 +75,10 @@ ORDER_STATUSES: dict[str, FulfillmentStatus] = {
     "ImportReview": FulfillmentStatus.ON_HOLD,
 }
 LABELLED_SHIPMENT_STATUSES = frozenset({"LabeledCreated", "Completed"})
+# The title of the reservation extension's answer when stock is short (nothing was reserved).
+INSUFFICIENT_STOCK = "Insufficient stock."
+# A location's address for a label's ship-from: where undeliverable parcels come back to first.
+SHIP_FROM_SERVICES = ("Returns", "Receiving")
 B2B_CHANNELS = frozenset({"b2b", "edi", "wholesale"})
 
 
@@ -76,10 +91,14 @@ class WmsClient:
 
     # ------------------------------------------------------------------ operations
 
-    async def create_order(self, request: FulfillmentOrderRequest) -> FulfillmentOrder:
-        """Release a fulfillment order to the warehouse; safe to repeat for the same `reference`."""
+    async def create_order(self, request: FulfillmentOrderRequest, *, label: Label | None = None) -> FulfillmentOrder:
+        """Release a fulfillment order to the warehouse; safe to repeat for the same `reference`.
+
+        A live reservation under the same reference is consumed by the order. With a `label`, the
+        warehouse ships the order's first parcel under that label's tracking.
+        """
         try:
-            response = await self._call("POST", "order", json=order_payload(request))
+            response = await self._call("POST", "order", json=order_payload(request, label=label))
         except ValidationRejectedError as exc:
             # ShipBob refuses a second order with the same reference_id: that order is ours.
             existing = await self.find_order_by_reference(request.reference) if exc.status_code == 422 else None
@@ -144,6 +163,77 @@ class WmsClient:
             for payload in response.json() or []
             if payload.get("status") in LABELLED_SHIPMENT_STATUSES and payload.get("tracking")
         ]
+
+    async def reserve_stock(
+        self, reference: str, lines: Sequence[AllocationLine], warehouse_id: str | None = None
+    ) -> Allocation:
+        """Hold stock for an order, all or nothing; safe to repeat for the same `reference`.
+
+        Each line is placed in its `warehouse_id` (or `warehouse_id` here for every line; a line
+        with neither lets the warehouse choose). Not enough stock is an outcome, not an error: the
+        allocation comes back BACKORDERED and nothing is held.
+        """
+        items: list[dict[str, Any]] = []
+        for line in lines:
+            item: dict[str, Any] = {"sku": line.sku, "quantity": line.quantity_requested}
+            location = warehouse_id or line.warehouse_id
+            if location:
+                item["location_id"] = int(location)
+            items.append(item)
+        try:
+            response = await self._call(
+                "POST", "inventory-reservation", json={"reference_id": reference, "items": items}
+            )
+        except ValidationRejectedError as exc:
+            if exc.status_code == 422 and exc.vendor_code == INSUFFICIENT_STOCK:
+                return backordered(reference, lines, warehouse_id)
+            raise
+        except TransientError as exc:
+            if isinstance(exc, RateLimitedError):
+                raise
+            # The reservation may have landed before the answer was lost: read back before Temporal retries.
+            try:
+                existing = await self._find_reservation_payload(reference)
+            except TransientError:
+                existing = None
+            if existing is None:
+                raise
+            return live_allocation(existing)
+        return live_allocation(response.json())
+
+    async def find_reservation(self, reference: str) -> Allocation | None:
+        """The live reservation held under `reference` (not released, not taken by an order), if any."""
+        payload = await self._find_reservation_payload(reference)
+        if payload is None or payload.get("status") != "Active":
+            return None
+        return allocation_from_reservation(payload)
+
+    async def release_reservation(self, reference: str) -> bool:
+        """Give back the stock held under `reference`; True if a reservation was (or already is) released.
+
+        No reservation, or one an order has consumed (the order owns that stock now), is False.
+        """
+        payload = await self._find_reservation_payload(reference)
+        if payload is None or payload.get("status") == "Consumed":
+            return False
+        if payload.get("status") == "Active":
+            payload = (await self._call("POST", f"inventory-reservation/{payload['id']}:release")).json()
+        return payload.get("status") == "Released"
+
+    async def _find_reservation_payload(self, reference: str) -> dict[str, Any] | None:
+        response = await self._call("GET", "inventory-reservation", params={"ReferenceIds": reference, "Limit": 50})
+        for payload in response.json().get("items") or []:
+            if payload.get("reference_id") == reference:
+                return dict(payload)
+        return None
+
+    async def get_location(self, warehouse_id: str) -> Address:
+        """A fulfilment centre's address, to ship from."""
+        response = await self._call("GET", "location", params={"IncludeInactive": "true"})
+        for location in response.json() or []:
+            if str(location.get("id")) == str(warehouse_id):
+                return address_from_location(location)
+        raise NotFoundError(f"location {warehouse_id} is not a ShipBob location", system=SYSTEM, status_code=404)
 
     async def subscribe_webhooks(self, url: str, topics: list[str]) -> SecretStr:
         """Subscribe `url` to warehouse events; returns the `whsec_` secret their signatures use."""
@@ -228,8 +318,8 @@ def error_from_response(response: httpx.Response, *, retry_after: float | None =
 # ---------------------------------------------------------------------- mapping: canonical -> ShipBob
 
 
-def order_payload(request: FulfillmentOrderRequest) -> dict[str, Any]:
-    """The ShipBob create-order body for a fulfillment order request."""
+def order_payload(request: FulfillmentOrderRequest, *, label: Label | None = None) -> dict[str, Any]:
+    """The ShipBob create-order body for a fulfillment order request, with the label we bought as tags."""
     address = request.ship_to
     body: dict[str, Any] = {
         "reference_id": request.reference,
@@ -267,9 +357,27 @@ def order_payload(request: FulfillmentOrderRequest) -> dict[str, Any]:
         body["location_id"] = int(request.warehouse_id)
     if request.placed_at is not None:
         body["purchase_date"] = request.placed_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    tags: list[dict[str, str]] = []
     if request.channel:
-        body["tags"] = [{"name": "channel", "value": request.channel}]
+        tags.append({"name": "channel", "value": request.channel})
+    if label is not None:
+        tags.extend(label_tags(label))
+    if tags:
+        body["tags"] = tags
     return body
+
+
+def label_tags(label: Label) -> list[dict[str, str]]:
+    """A bought label as order tags: ShipBob's create-order model has no field for a merchant's label."""
+    values = {
+        "label_carrier": label.rate.carrier,
+        "label_service": label.rate.service,
+        "label_tracking_number": label.tracking_number,
+        "label_url": label.label_url,
+        "label_tracking_url": label.tracking_url,
+        "label_carrier_shipment_id": label.carrier_shipment_id,
+    }
+    return [{"name": name, "value": value} for name, value in values.items() if value]
 
 
 # ---------------------------------------------------------------------- mapping: ShipBob -> canonical
@@ -296,6 +404,74 @@ def fulfillment_order_from_payload(payload: Mapping[str, Any]) -> FulfillmentOrd
         warehouse_ids=warehouses,
         shipment_ids=[str(s["id"]) for s in shipments],
         exception_reason=exception_reason(shipments),
+    )
+
+
+def allocation_from_reservation(payload: Mapping[str, Any]) -> Allocation:
+    """A reservation as a canonical allocation: every reserved line in full."""
+    reference = str(payload.get("reference_id") or "")
+    lines = [
+        AllocationLine(
+            sku=str(item["sku"]),
+            warehouse_id=str(item["location_id"]),
+            quantity_requested=int(item["quantity"]),
+            quantity_allocated=int(item["quantity"]),
+        )
+        for item in payload.get("items") or []
+        if int(item.get("quantity") or 0) > 0
+    ]
+    return Allocation(
+        order_key=order_key_from_reference(reference) or reference, lines=lines, status=AllocationStatus.ALLOCATED
+    )
+
+
+def live_allocation(payload: Mapping[str, Any]) -> Allocation:
+    """The allocation of a reservation that must still be live: a released or consumed one is a conflict."""
+    if payload.get("status") != "Active":
+        raise ConflictError(
+            f"reservation {payload.get('id')} for {payload.get('reference_id')} is {payload.get('status')}; "
+            "a new reservation needs a new reference",
+            system=SYSTEM,
+            vendor_code=str(payload.get("status")),
+        )
+    return allocation_from_reservation(payload)
+
+
+def backordered(reference: str, lines: Sequence[AllocationLine], warehouse_id: str | None = None) -> Allocation:
+    """The allocation when the warehouse could not hold every line: nothing reserved."""
+    return Allocation(
+        order_key=order_key_from_reference(reference) or reference,
+        lines=[
+            line.model_copy(update={"quantity_allocated": 0, "warehouse_id": warehouse_id or line.warehouse_id})
+            for line in lines
+        ],
+        status=AllocationStatus.BACKORDERED,
+    )
+
+
+def address_from_location(location: Mapping[str, Any]) -> Address:
+    """A `Locations.LocationViewModel` as a ship-from address (its returns address, else receiving)."""
+    services = {s.get("service_type"): s for s in location.get("services") or [] if isinstance(s, Mapping)}
+    address: Mapping[str, Any] = {}
+    for kind in SHIP_FROM_SERVICES:
+        candidate = (services.get(kind) or {}).get("address") or {}
+        if candidate.get("address1") and candidate.get("city") and candidate.get("country"):
+            address = candidate
+            break
+    if not address:
+        raise ValidationRejectedError(
+            f"location {location.get('id')} has no address to ship from", system=SYSTEM, vendor_code="NoAddress"
+        )
+    return Address(
+        name=str(address.get("name") or location.get("name") or f"ShipBob {location.get('id')}"),
+        line1=str(address["address1"]),
+        line2=address.get("address2") or None,
+        city=str(address["city"]),
+        region=address.get("state") or None,
+        postal_code=address.get("zip_code") or None,
+        country=str(address["country"]),
+        phone=address.get("phone_number") or None,
+        email=address.get("email") or None,
     )
 
 
@@ -447,9 +623,14 @@ def verify_webhook(
 
 __all__ = [
     "WmsClient",
+    "address_from_location",
+    "allocation_from_reservation",
+    "backordered",
     "cancellation_from_payload",
     "error_from_response",
     "fulfillment_order_from_payload",
+    "label_tags",
+    "live_allocation",
     "order_payload",
     "shipment_from_payload",
     "shipment_from_webhook",

@@ -121,6 +121,9 @@ CURRENCIES = {"1": ("USD", "US Dollar"), "2": ("GBP", "British pound"), "3": ("C
               "4": ("EUR", "Euro")}  # fmt: skip
 SUBSIDIARIES = {"1": "Orderflow Distribution Inc."}
 LOCATIONS = {w.erp_location_id: w.name for w in seed.WAREHOUSES}
+# SuiteQL returns a select field's internal id; the item weight unit's ids (modelled on the order of
+# the SOAP ItemWeightUnit enumeration: lb, oz, kg, g).
+WEIGHT_UNIT_IDS = {"lb": "1", "oz": "2", "kg": "3", "g": "4"}
 
 
 class NetSuiteError(Exception):
@@ -1251,7 +1254,7 @@ class NetSuiteSimulator(Simulator):
             "customer": {"id", "entityid", "externalid", "companyname", "firstname", "lastname", "email", "isperson",
                          "currency", "subsidiary", "creditlimit", "balancesearch", "overduebalancesearch",
                          "unbilledorderssearch", "oncredithold", "creditholdoverride", "terms"},
-            "item": {"id", "itemid", "displayname", "isinactive", "itemtype", "externalid"},
+            "item": {"id", "itemid", "displayname", "isinactive", "itemtype", "externalid", "weight", "weightunit"},
             "transaction": {"id", "tranid", "type", "entity", "externalid", "status", "trandate", "createdfrom",
                             "foreigntotal", "currency", "memo", "otherrefnum"},
             "currency": {"id", "symbol", "name"},
@@ -1284,7 +1287,8 @@ class NetSuiteSimulator(Simulator):
         return [
             {"id": i["id"], "itemid": i["itemId"], "displayname": i.get("displayName"),
              "isinactive": "T" if i.get("isInactive") else "F", "itemtype": "InvtPart",
-             "externalid": i.get("externalId")}
+             "externalid": i.get("externalId"), "weight": _text(i.get("weight")),
+             "weightunit": WEIGHT_UNIT_IDS.get(str(i.get("weightUnit") or ""))}
             for i in self.records["inventoryItem"].values()
         ]  # fmt: skip
 

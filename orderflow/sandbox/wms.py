@@ -6,8 +6,13 @@ behaves like ShipBob where orderflow depends on it:
 - a Bearer personal access token, and the `shipbob_channel_id` header on writes;
 - 150 requests per minute in a sliding window, answered with `429 {statusCode, message}`, and
   `x-retry-after` / `x-remaining-calls` headers;
-- creating an order commits stock per fulfilment centre (there is no separate reserve call);
-  a `reference_id` is unique per account, so a duplicate create is a 422;
+- creating an order commits stock per fulfilment centre; a `reference_id` is unique per
+  account, so a duplicate create is a 422;
+- an extension beyond ShipBob, which has no reserve call: `inventory-reservation` commits stock
+  ahead of the order, all or nothing, idempotent on `reference_id`; an order with the same
+  `reference_id` consumes it, and an order can carry the label orderflow bought (`label_*` tags),
+  which the fulfilment engine ships with;
+- `GET /location` lists the fulfilment centres with their addresses;
 - shipments move Processing -> LabeledCreated -> Completed on the sandbox clock; a label sets
   tracking, takes the units off the shelf and fires `order.shipped`;
 - returns move Awaiting Arrival -> Arrived -> Processing -> Completed when received;
@@ -40,7 +45,7 @@ from fastapi import APIRouter, Request, Response
 from orderflow.sandbox.core import SandboxContext, Simulator
 from orderflow.sandbox.faults import FaultKind, FaultRule
 from orderflow.sandbox.outbox import Delivery, Subscription, SystemWebhookPolicy
-from orderflow.sandbox.seed import CATALOG, WAREHOUSES
+from orderflow.sandbox.seed import CATALOG, WAREHOUSES, Warehouse
 
 API_VERSIONS = frozenset({"2025-07", "2026-01", "2026-07"})
 
@@ -94,6 +99,9 @@ CARRIER_SERVICES: dict[str, tuple[str, str, str]] = {
     "overnight": ("FedEx", "Priority Overnight", "https://www.fedex.com/fedextrack/?trknbr={}"),
     "freight": ("Estes", "LTL", "https://www.estes-express.com/myestes/shipment-tracking/?pro={}"),
 }
+
+# Modelled: the time zone of each fulfilment centre, by state.
+TIMEZONES = {"IL": "America/Chicago", "CA": "America/Los_Angeles"}
 
 _PROBLEM_TYPES = {
     400: "https://tools.ietf.org/html/rfc9110#section-15.5.1",
@@ -222,6 +230,20 @@ class _Order:
 
 
 @dataclass
+class _Reservation:
+    """Stock held for an order that is not created yet (an orderflow extension; ShipBob has none)."""
+
+    id: int
+    reference_id: str
+    lines: list[tuple[int, int, int]]  # (inventory id, location id, quantity)
+    created_at: datetime
+    status: str = "Active"  # Active -> Released | Consumed
+    released_at: datetime | None = None
+    consumed_at: datetime | None = None
+    order_id: int | None = None
+
+
+@dataclass
 class _ReturnLine:
     """One returned item with what the merchant asked for and what the warehouse did."""
 
@@ -297,12 +319,14 @@ class WmsSimulator(Simulator):
         self.orders: dict[int, _Order] = {}
         self.shipments: dict[int, _Shipment] = {}
         self.returns: dict[int, _Return] = {}
+        self.reservations: dict[int, _Reservation] = {}
         self.scheduled: list[_Scheduled] = []
         self.calls: deque[float] = deque()
         self.rate_limit_override: int | None = None
         self._order_ids = itertools.count(100000001)
         self._shipment_ids = itertools.count(200000001)
         self._return_ids = itertools.count(300000001)
+        self._reservation_ids = itertools.count(400000001)
         self._inventory_ids = itertools.count(9901)
         self._simulation_ids = itertools.count(1)
 
@@ -323,6 +347,7 @@ class WmsSimulator(Simulator):
                 for (inventory_id, location_id), cell in sorted(self.stock.items())
             ],
             "returns": [self._return_view(ret) for ret in self.returns.values()],
+            "reservations": [self._reservation_view(r) for r in self.reservations.values()],
             "subscriptions": [
                 {"id": s.id, "topics": s.topics, "url": s.url, "active": s.active, "deleted": s.deleted}
                 for s in self.ctx.outbox.subscriptions_of(self.name)
@@ -367,6 +392,17 @@ class WmsSimulator(Simulator):
             ("POST", "/{version}/order/{order_id}:cancel", self._cancel_order, True, True),
             ("GET", "/{version}/inventory-level/locations", self._inventory_locations, False, True),
             ("GET", "/{version}/inventory-level/{inventory_id}/locations", self._inventory_item, False, True),
+            ("POST", "/{version}/inventory-reservation", self._create_reservation, True, True),
+            ("GET", "/{version}/inventory-reservation", self._list_reservations, False, True),
+            ("GET", "/{version}/inventory-reservation/{reservation_id}", self._get_reservation, False, True),
+            (
+                "POST",
+                "/{version}/inventory-reservation/{reservation_id}:release",
+                self._release_reservation,
+                True,
+                True,
+            ),
+            ("GET", "/{version}/location", self._list_locations, False, True),
             ("POST", "/{version}/return", self._create_return, True, True),
             ("GET", "/{version}/return", self._list_returns, False, True),
             ("GET", "/{version}/return/{return_id}", self._get_return, False, True),
@@ -665,6 +701,9 @@ class WmsSimulator(Simulator):
                 f"An order with reference_id {reference_id} already exists for this channel.",
                 {"reference_id": [f"Order with reference_id '{reference_id}' already exists."]},
             )
+        reservation = self._live_reservation(reference_id)
+        if reservation is not None:
+            self._check_reservation_matches(reservation, lines)
         now = self.ctx.clock.now()
         recipient = body["recipient"]
         order = _Order(
@@ -691,7 +730,10 @@ class WmsSimulator(Simulator):
             gift_message=body.get("gift_message"),
         )
         self.orders[order.id] = order
-        self._allocate(order, now)
+        if reservation is not None:
+            self._consume(order, reservation, now)
+        else:
+            self._allocate(order, now)
         for shipment in self._shipments_of(order):
             if shipment.status == "Exception":
                 self._emit_shipment("order.shipment.exception", order, shipment)
@@ -813,6 +855,27 @@ class WmsSimulator(Simulator):
             )
             self.shipments[shipment.id] = shipment
             order.shipment_ids.append(shipment.id)
+
+    def _consume(self, order: _Order, reservation: _Reservation, now: datetime) -> None:
+        """The order takes over the reservation's committed stock: one shipment per reserved centre."""
+        per_location: dict[int, dict[int, int]] = {}
+        for inv, location_id, qty in reservation.lines:
+            lines = per_location.setdefault(location_id, {})
+            lines[inv] = lines.get(inv, 0) + qty
+        for location_id, lines in per_location.items():
+            # Already committed by the reservation: the shipment owns that commitment now.
+            shipment = _Shipment(
+                id=next(self._shipment_ids),
+                order_id=order.id,
+                location_id=location_id,
+                lines=lines,
+                status="Processing",
+                created_at=now,
+                committed=True,
+            )
+            self.shipments[shipment.id] = shipment
+            order.shipment_ids.append(shipment.id)
+        reservation.status, reservation.consumed_at, reservation.order_id = "Consumed", now, order.id
 
     def _split(self, demand: dict[int, int]) -> dict[int, dict[int, int]] | None:
         """Take each item from the centres with the most free stock first; None if the network is short."""
@@ -957,11 +1020,20 @@ class WmsSimulator(Simulator):
         order = self.orders[shipment.order_id]
         carrier, service, url = CARRIER_SERVICES.get(order.shipping_method.lower(), CARRIER_SERVICES["standard"])
         number = "".join(self.ctx.random.choices(string.digits, k=22))
+        tracking_url = url.format(number)
+        tags = {tag["name"]: tag["value"] for tag in order.tags}
+        # The merchant's own label ships the order's first parcel; a split order's other centres
+        # buy their own, as ShipBob does for every order.
+        if tags.get("label_tracking_number") and order.shipment_ids and shipment.id == order.shipment_ids[0]:
+            number = tags["label_tracking_number"]
+            carrier = tags.get("label_carrier") or carrier
+            service = tags.get("label_service") or service
+            tracking_url = tags.get("label_tracking_url") or tracking_url
         shipment.tracking = {
             "carrier": carrier,
             "carrier_service": service,
             "tracking_number": number,
-            "tracking_url": url.format(number),
+            "tracking_url": tracking_url,
             "shipping_date": _iso(now),
             "bol": None,
             "pro_number": None,
@@ -1067,6 +1139,242 @@ class WmsSimulator(Simulator):
         if item is None:
             raise problem(404, f"Inventory {request.path_params['inventory_id']} was not found.")
         return 200, self._item_view(item)
+
+    def _list_locations(self, _request: Request, _body: Any) -> tuple[int, Any]:
+        return 200, [self._location_detail(w) for w in WAREHOUSES if w.wms_location_id in self.locations]
+
+    @staticmethod
+    def _location_detail(warehouse: Warehouse) -> dict[str, Any]:
+        """`Locations.LocationViewModel`: the centre with its receiving and returns addresses."""
+        address = {
+            "name": f"ShipBob {warehouse.name}",
+            "address1": warehouse.street1,
+            "address2": None,
+            "city": warehouse.city,
+            "state": warehouse.state,
+            "zip_code": warehouse.zip,
+            "country": warehouse.country,
+            "phone_number": None,
+            "email": None,
+        }
+        return {
+            "id": warehouse.wms_location_id,
+            "name": warehouse.name,
+            "abbreviation": None,
+            "is_active": True,
+            "is_receiving_enabled": True,
+            "is_shipping_enabled": True,
+            "access_granted": True,
+            "timezone": TIMEZONES.get(warehouse.state),
+            "region": {"id": 1, "name": "United States"},
+            "attributes": [],
+            "services": [
+                {"service_type": service, "enabled": True, "address": dict(address)}
+                for service in ("Receiving", "Returns")
+            ],
+        }
+
+    # ------------------------------------------------------------------ inventory reservations (extension)
+
+    def _reservation(self, request: Request) -> _Reservation:
+        reservation = self.reservations.get(_to_int(request.path_params["reservation_id"]))
+        if reservation is None:
+            raise problem(404, f"Inventory reservation {request.path_params['reservation_id']} was not found.")
+        return reservation
+
+    def _live_reservation(self, reference_id: str) -> _Reservation | None:
+        return next(
+            (r for r in self.reservations.values() if r.reference_id == reference_id and r.status == "Active"), None
+        )
+
+    def _validate_reservation(self, body: Any) -> tuple[str, list[tuple[int, int, int | None, int]]]:
+        """The reference and the wanted lines: (item index, inventory id, location id or None, quantity)."""
+        if not isinstance(body, dict):
+            raise problem(400, "A request body is required.", {"$": ["A non-empty request body is required."]})
+        errors: dict[str, list[str]] = {}
+        reference_id = body.get("reference_id")
+        if not isinstance(reference_id, str) or not reference_id.strip():
+            errors["reference_id"] = ["The reference_id field is required."]
+        wanted: list[tuple[int, int, int | None, int]] = []
+        items = body.get("items")
+        if not isinstance(items, list) or not items:
+            errors["items"] = ["At least one item is required."]
+            items = []
+        for index, entry in enumerate(items):
+            path = f"items[{index}]"
+            entry = entry if isinstance(entry, dict) else {}
+            if entry.get("inventory_id") is not None:
+                inv = _to_int(entry["inventory_id"])
+                if inv not in self.items:
+                    errors[f"{path}.inventory_id"] = [f"Inventory {entry['inventory_id']} does not exist."]
+            else:
+                inv = self.by_sku.get(str(entry.get("sku") or "").strip(), 0)
+                if not inv:
+                    errors[f"{path}.sku"] = [f"No inventory item has SKU {entry.get('sku')!r}."]
+            quantity: Any = entry.get("quantity")
+            if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+                errors[f"{path}.quantity"] = ["The quantity must be a positive integer."]
+            location: Any = entry.get("location_id")
+            if location is not None and location not in self.locations:
+                errors[f"{path}.location_id"] = [f"Location {location} does not exist."]
+            if not any(key.startswith(path) for key in errors):
+                wanted.append((index, inv, location, quantity))
+        if errors:
+            raise problem(400, "One or more validation errors occurred.", errors)
+        assert isinstance(reference_id, str)
+        return reference_id.strip(), wanted
+
+    def _plan_reservation(self, wanted: list[tuple[int, int, int | None, int]]) -> list[tuple[int, int, int]]:
+        """All or nothing: placed lines where asked, the rest in one centre if one has it all, else split."""
+        available = {(inv, loc): self._fulfillable(inv, loc) for _, inv, _, _ in wanted for loc in self.locations}
+        plan: dict[tuple[int, int], int] = {}
+        short: list[tuple[int, int, int | None, int, int]] = []  # index, inventory, location, wanted, free
+
+        def take(inv: int, loc: int, qty: int) -> None:
+            available[(inv, loc)] -= qty
+            plan[(inv, loc)] = plan.get((inv, loc), 0) + qty
+
+        for index, inv, loc, qty in wanted:
+            if loc is None:
+                continue
+            if available[(inv, loc)] < qty:
+                short.append((index, inv, loc, qty, available[(inv, loc)]))
+            else:
+                take(inv, loc, qty)
+        free = [(index, inv, qty) for index, inv, loc, qty in wanted if loc is None]
+        demand: dict[int, int] = {}
+        for _, inv, qty in free:
+            demand[inv] = demand.get(inv, 0) + qty
+        single = next(
+            (loc for loc in sorted(self.locations) if all(available[(i, loc)] >= q for i, q in demand.items())), None
+        )
+        for index, inv, qty in free:
+            if single is not None:
+                take(inv, single, qty)
+                continue
+            left = qty
+            for loc in sorted(self.locations, key=lambda loc: (-available[(inv, loc)], loc)):
+                step = min(left, available[(inv, loc)])
+                if step > 0:
+                    take(inv, loc, step)
+                    left -= step
+            if left:
+                short.append((index, inv, None, qty, qty - left))
+        if short:
+            raise self._insufficient(short)
+        return [(inv, loc, qty) for (inv, loc), qty in plan.items() if qty > 0]
+
+    def _insufficient(self, short: list[tuple[int, int, int | None, int, int]]) -> _Reply:
+        """A 422 naming every short SKU: nothing was reserved."""
+        errors: dict[str, list[str]] = {}
+        items: list[dict[str, Any]] = []
+        for index, inv, loc, qty, free in short:
+            sku = self.items[inv].sku
+            where = f"at location {loc}" if loc is not None else "across the network"
+            errors[f"items[{index}].quantity"] = [f"{sku}: {qty} requested, {free} fulfillable {where}."]
+            items.append({"sku": sku, "inventory_id": inv, "location_id": loc, "requested": qty, "fulfillable": free})
+        skus = ", ".join(sorted({item["sku"] for item in items}))
+        reply = problem(422, f"Not enough fulfillable stock for {skus}; nothing was reserved.", errors,
+                        title="Insufficient stock.")  # fmt: skip
+        reply.payload["short_items"] = items
+        return reply
+
+    def _create_reservation(self, _request: Request, body: Any) -> tuple[int, Any]:
+        reference_id, wanted = self._validate_reservation(body)
+        existing = next((r for r in self.reservations.values() if r.reference_id == reference_id), None)
+        if existing is not None:
+            # Idempotent on reference_id, whatever the reservation became: a late retry must not
+            # reserve again after the stock was released or taken by the order.
+            return 200, self._reservation_view(existing)
+        lines = self._plan_reservation(wanted)
+        for inv, loc, qty in lines:
+            self.stock[(inv, loc)].committed += qty
+        reservation = _Reservation(
+            id=next(self._reservation_ids), reference_id=reference_id, lines=lines, created_at=self.ctx.clock.now()
+        )
+        self.reservations[reservation.id] = reservation
+        return 201, self._reservation_view(reservation)
+
+    def _list_reservations(self, request: Request, _body: Any) -> tuple[int, Any]:
+        params = request.query_params
+        found = list(self.reservations.values())
+        ids = _csv(params.getlist("Ids"))
+        if ids:
+            found = [r for r in found if str(r.id) in ids]
+        references = _csv(params.getlist("ReferenceIds"))
+        if references:
+            found = [r for r in found if r.reference_id in references]
+        statuses = {s.lower() for s in _csv(params.getlist("Status"))}
+        if statuses:
+            found = [r for r in found if r.status.lower() in statuses]
+        limit = min(_int_param(params.get("Limit"), 50, "Limit"), 250)
+        start = _int_param(params.get("Cursor"), 0, "Cursor")
+
+        def link(offset: int) -> str:
+            return str(request.url.include_query_params(Cursor=offset, Limit=limit))
+
+        return 200, {
+            "items": [self._reservation_view(r) for r in found[start : start + limit]],
+            "first": link(0),
+            "last": link(max(0, (len(found) - 1) // limit * limit)),
+            "next": link(start + limit) if start + limit < len(found) else None,
+            "prev": link(max(0, start - limit)) if start else None,
+        }
+
+    def _get_reservation(self, request: Request, _body: Any) -> tuple[int, Any]:
+        return 200, self._reservation_view(self._reservation(request))
+
+    def _release_reservation(self, request: Request, _body: Any) -> tuple[int, Any]:
+        """Give the stock back; releasing twice is a no-op, and a consumed reservation belongs to its order."""
+        reservation = self._reservation(request)
+        if reservation.status == "Active":
+            for inv, loc, qty in reservation.lines:
+                cell = self.stock[(inv, loc)]
+                cell.committed = max(0, cell.committed - qty)
+            reservation.status, reservation.released_at = "Released", self.ctx.clock.now()
+        return 200, self._reservation_view(reservation)
+
+    def _check_reservation_matches(self, reservation: _Reservation, lines: list[_OrderLine]) -> None:
+        """An order consumes a reservation only for exactly the units reserved."""
+        ordered: dict[int, int] = {}
+        for line in lines:
+            ordered[line.inventory_id] = ordered.get(line.inventory_id, 0) + line.quantity
+        reserved: dict[int, int] = {}
+        for inv, _, qty in reservation.lines:
+            reserved[inv] = reserved.get(inv, 0) + qty
+        if ordered != reserved:
+            differ = sorted(
+                self.items[i].sku for i in set(ordered) | set(reserved) if ordered.get(i) != reserved.get(i)
+            )
+            raise problem(
+                422,
+                f"The products do not match inventory reservation {reservation.id} "
+                f"for reference_id {reservation.reference_id}: {', '.join(differ)} differ.",
+                {"products": [f"Order exactly the reserved units of {', '.join(differ)}, or release the reservation."]},
+            )
+
+    def _reservation_view(self, reservation: _Reservation) -> dict[str, Any]:
+        return {
+            "id": reservation.id,
+            "reference_id": reservation.reference_id,
+            "status": reservation.status,
+            "created_date": _iso(reservation.created_at),
+            "released_date": _iso(reservation.released_at),
+            "consumed_date": _iso(reservation.consumed_at),
+            "order_id": reservation.order_id,
+            "channel": {"id": self.ctx.config.wms_channel_id, "name": "orderflow"},
+            "items": [
+                {
+                    "inventory_id": inv,
+                    "sku": self.items[inv].sku,
+                    "name": self.items[inv].name,
+                    "location_id": loc,
+                    "location_name": self.locations.get(loc),
+                    "quantity": qty,
+                }
+                for inv, loc, qty in reservation.lines
+            ],
+        }
 
     # ------------------------------------------------------------------ returns
 

@@ -293,7 +293,9 @@ class OrderToCash:
         self.ids["erp_external_id"] = external_id
         self.compensations.register(CompensationStep.CLOSE_SALES_ORDER, self._close_sales_order)
         accepted = self.accepted
-        location = self.allocation.lines[0].warehouse_id if self.allocation and self.allocation.lines else None
+        # The WMS's warehouse ids are not the ERP's location ids; until the warehouse-to-location
+        # cross-reference exists (master data, issue 4), the ERP applies its default location.
+        location = None
         result = await self._step(
             SagaStep.POST_TO_ERP,
             lambda: workflow.execute_activity_method(

@@ -1,0 +1,152 @@
+"""ERP steps of order to cash: accept, credit check, post, close, record fulfilment, invoice (NetSuite).
+
+Who is credit-checked: a customer buys on terms when the ERP files them as a company (not a
+person) with a credit limit above zero; everyone else is prepaid on the channel and passes. For a
+customer the ERP does not know yet, the same rule is applied to what the channel says about them.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from orderflow.activities.failures import translated_failures
+from orderflow.adapters.errors import NotFoundError, ValidationRejectedError
+from orderflow.adapters.netsuite import SYSTEM, NetSuiteClient
+from orderflow.canonical import Customer, Money, PaymentTerms, SalesOrderStatus
+from orderflow.canonical.money import CurrencyMismatchError
+from orderflow.canonical.saga import (
+    AcceptOrderInput,
+    AcceptOrderResult,
+    CloseSalesOrderInput,
+    CloseSalesOrderResult,
+    ConfirmShipmentInput,
+    CreditCheckInput,
+    CreditCheckResult,
+    CreditDecision,
+    InvoiceOrderInput,
+    InvoiceOrderResult,
+    PostSalesOrderInput,
+    PostSalesOrderResult,
+    RecordFulfillmentResult,
+    idempotency_key,
+)
+
+CLOSED = frozenset({SalesOrderStatus.CLOSED, SalesOrderStatus.CANCELLED})
+
+
+def terms_of(customer: Customer) -> PaymentTerms:
+    """Terms for a company with a credit line above zero, prepaid for everyone else."""
+    limit = customer.credit_limit
+    has_credit_line = limit is not None and limit.amount > 0
+    return PaymentTerms.TERMS if customer.terms is PaymentTerms.TERMS and has_credit_line else PaymentTerms.PREPAID
+
+
+def _money(value: Money) -> str:
+    return f"{value.amount:,.2f} {value.currency}"
+
+
+class ErpActivities:
+    """The saga's steps in the ERP, each safe to repeat."""
+
+    def __init__(self, netsuite: NetSuiteClient) -> None:
+        self.netsuite = netsuite
+
+    @activity.defn
+    async def accept_order(self, input: AcceptOrderInput) -> AcceptOrderResult:
+        """Check every SKU is a live ERP item, and match the customer by external id (creating them if new)."""
+        order = input.order
+        skus = sorted({line.sku for line in order.lines})
+        with translated_failures():
+            items = await self.netsuite.find_items_by_sku(skus)
+            unknown = [sku for sku in skus if sku not in items]
+            if unknown:
+                raise ValidationRejectedError(
+                    f"SKU(s) {', '.join(unknown)} are not items in NetSuite", system=SYSTEM, vendor_code="UNKNOWN_SKU"
+                )
+            inactive = [sku for sku in skus if items[sku].is_inactive]
+            if inactive:
+                raise ValidationRejectedError(
+                    f"SKU(s) {', '.join(inactive)} are inactive in NetSuite", system=SYSTEM, vendor_code="INACTIVE_ITEM"
+                )
+            known = await self.netsuite.find_customer(input.customer_external_id)
+            if known is not None and known.erp_customer_id is not None:
+                # Matched: the ERP's record is the master; the channel's copy never overwrites it.
+                erp_customer_id, terms = known.erp_customer_id, known.terms
+            else:
+                erp_customer_id = await self.netsuite.upsert_customer(
+                    order.customer, external_id=input.customer_external_id
+                )
+                terms = terms_of(order.customer)
+        return AcceptOrderResult(
+            erp_customer_id=erp_customer_id,
+            terms=terms,
+            item_ids={sku: item.erp_item_id for sku, item in items.items()},
+            item_weights_oz={sku: item.weight_oz for sku, item in items.items() if item.weight_oz is not None},
+        )
+
+    @activity.defn
+    async def check_credit(self, input: CreditCheckInput) -> CreditCheckResult:
+        """Approve a prepaid customer; hold a terms customer on credit hold or without the credit for the order."""
+        with translated_failures():
+            customer = await self.netsuite.get_customer(input.erp_customer_id)
+            if customer.terms is PaymentTerms.PREPAID:
+                return CreditCheckResult(decision=CreditDecision.APPROVED, reason="prepaid: no credit line to check")
+            standing = await self.netsuite.get_customer_credit(input.erp_customer_id)
+        total = input.order_total
+        if standing.on_credit_hold:
+            reason = f"customer {standing.erp_customer_id} is on credit hold in NetSuite"
+            return CreditCheckResult(decision=CreditDecision.HOLD, reason=reason, standing=standing)
+        try:
+            available = standing.available
+            short = (available - total).amount < 0
+        except CurrencyMismatchError:
+            reason = f"the order is in {total.currency} but the credit line is in {standing.credit_limit.currency}"
+            return CreditCheckResult(decision=CreditDecision.HOLD, reason=reason, standing=standing)
+        if short:
+            reason = (
+                f"available credit {_money(available)} is less than the order total {_money(total)} "
+                f"(limit {_money(standing.credit_limit)}, balance {_money(standing.balance)}, "
+                f"unbilled orders {_money(standing.unbilled_orders)})"
+            )
+            return CreditCheckResult(decision=CreditDecision.HOLD, reason=reason, standing=standing)
+        reason = f"available credit {_money(available)} covers the order total {_money(total)}"
+        return CreditCheckResult(decision=CreditDecision.APPROVED, reason=reason, standing=standing)
+
+    @activity.defn
+    async def post_sales_order(self, input: PostSalesOrderInput) -> PostSalesOrderResult:
+        """Upsert the sales order under its external id: however often it runs, one sales order."""
+        with translated_failures():
+            ref = await self.netsuite.upsert_sales_order(
+                input.order,
+                external_id=input.external_id,
+                erp_customer_id=input.erp_customer_id,
+                item_ids=input.item_ids,
+                location_id=input.location_id,
+            )
+        return PostSalesOrderResult(sales_order=ref)
+
+    @activity.defn
+    async def close_sales_order(self, input: CloseSalesOrderInput) -> CloseSalesOrderResult:
+        """Close the sales order posted under an external id; none posted is success too."""
+        with translated_failures():
+            try:
+                order = await self.netsuite.get_sales_order(external_id=input.external_id)
+            except NotFoundError:
+                return CloseSalesOrderResult(closed=False)
+            closed = await self.netsuite.close_sales_order(order.erp_order_id)
+        return CloseSalesOrderResult(closed=closed.status in CLOSED)
+
+    @activity.defn
+    async def record_fulfillment(self, input: ConfirmShipmentInput) -> RecordFulfillmentResult:
+        """Record a shipment as an item fulfillment of the sales order, once per shipment."""
+        external_id = idempotency_key(input.order.key, f"fulfil-{input.shipment.shipment_id}")
+        with translated_failures():
+            ref = await self.netsuite.fulfill_sales_order(input.erp_order_id, input.shipment, external_id=external_id)
+        return RecordFulfillmentResult(fulfillment=ref)
+
+    @activity.defn
+    async def invoice_order(self, input: InvoiceOrderInput) -> InvoiceOrderResult:
+        """Invoice what shipped on the sales order, once per external id."""
+        with translated_failures():
+            invoice = await self.netsuite.invoice_sales_order(input.erp_order_id, external_id=input.external_id)
+        return InvoiceOrderResult(invoice=invoice)

@@ -1,0 +1,104 @@
+"""The worker: the one place that builds the adapters from settings and runs the sagas' code.
+
+One `httpx.AsyncClient` is shared by every adapter, so connections to each vendor are pooled and
+reused across activities; its pool is sized for the number of activities the worker runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
+from orderflow.adapters.carrier import CarrierClient
+from orderflow.adapters.netsuite import NetSuiteClient
+from orderflow.adapters.shopify import ShopifyClient
+from orderflow.adapters.wms import WmsClient
+from orderflow.canonical import Channel
+from orderflow.canonical.saga import TASK_QUEUE
+from orderflow.settings import Settings
+from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
+from orderflow.workflows.order_to_cash import OrderToCash
+
+# Activities run at once per worker. They mostly wait on HTTP, so this is about vendor limits
+# (NetSuite's semaphore, ShipBob's 150/min), not CPU.
+MAX_CONCURRENT_ACTIVITIES = 64
+# A connection per running activity, plus headroom for an adapter's read-back after a lost answer.
+HTTP_LIMITS = httpx.Limits(
+    max_connections=MAX_CONCURRENT_ACTIVITIES * 2, max_keepalive_connections=MAX_CONCURRENT_ACTIVITIES
+)
+
+
+def http_client() -> httpx.AsyncClient:
+    """The HTTP client every adapter of this worker shares (each call passes its own timeout)."""
+    return httpx.AsyncClient(limits=HTTP_LIMITS)
+
+
+def activities_for(settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
+    """Every order-to-cash activity, bound to adapters built from `settings` over `http`."""
+    netsuite = NetSuiteClient(http, settings.netsuite)
+    wms = WmsClient(http, settings.wms)
+    carrier = CarrierClient(http, settings.carrier)
+    shopify = ShopifyClient(http, settings.shopify)
+    erp = ErpActivities(netsuite)
+    warehouse = WarehouseActivities(wms)
+    labels = CarrierActivities(carrier, wms)
+    channels = ChannelActivities({Channel.SHOPIFY: shopify})
+    return [
+        erp.accept_order,
+        erp.check_credit,
+        erp.post_sales_order,
+        erp.close_sales_order,
+        erp.record_fulfillment,
+        erp.invoice_order,
+        warehouse.allocate,
+        warehouse.release_allocation,
+        warehouse.release_to_warehouse,
+        warehouse.cancel_fulfillment_order,
+        labels.buy_label,
+        labels.void_label,
+        channels.confirm_shipment_on_channel,
+        channels.cancel_on_channel,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, http: httpx.AsyncClient, *, task_queue: str = TASK_QUEUE
+) -> Worker:
+    """A worker for the order-to-cash saga and its activities on `task_queue`."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OrderToCash],
+        activities=activities_for(settings, http),
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    client: Client | None = None,
+    task_queue: str = TASK_QUEUE,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a worker until `stop` is set (or forever), then let in-flight activities finish."""
+    if client is None:
+        client = await connect(
+            os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
+            os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
+        )
+    async with http_client() as http:
+        worker = build_worker(client, settings, http, task_queue=task_queue)
+        if stop is None:
+            await worker.run()
+            return
+        async with worker:
+            await stop.wait()
