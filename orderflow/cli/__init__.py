@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import dev, orders, sandbox, worker
+from orderflow.cli import demo, dev, orders, sandbox, worker
 
 app = typer.Typer(
     name="orderflow",
@@ -16,6 +16,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(orders.app, name="orders")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -102,7 +102,8 @@ async def stack(
         }
         for system, topics in subscriptions.items():
             response = await sandbox.post(
-                f"/sandbox/webhooks/subscriptions/{system}", json={"topics": topics, "url": f"{hooks.url}/webhooks/{system}"}
+                f"/sandbox/webhooks/subscriptions/{system}",
+                json={"topics": topics, "url": f"{hooks.url}/webhooks/{system}"},
             )
             response.raise_for_status()
         (await sandbox.put("/sandbox/demo", json={"wms_ship_after_seconds": 0.3})).raise_for_status()
@@ -123,7 +124,9 @@ async def assert_one_of_everything(stack: Stack, key: str) -> None:
     netsuite = await stack.state("netsuite")
     sales_orders = [r for r in records(netsuite, "salesOrder") if r.get("externalId") == reference]
     assert len(sales_orders) == 1, sales_orders
-    invoices = [r for r in records(netsuite, "invoice") if str(r.get("createdFrom", {}).get("id")) == str(sales_orders[0]["id"])]
+    invoices = [
+        r for r in records(netsuite, "invoice") if str(r.get("createdFrom", {}).get("id")) == str(sales_orders[0]["id"])
+    ]
     assert len(invoices) == 1, invoices
 
     carrier = await stack.state("carrier")
