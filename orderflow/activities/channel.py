@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from temporalio import activity
 
 from orderflow.activities.failures import translated_failures
-from orderflow.adapters.errors import ValidationRejectedError
+from orderflow.adapters.errors import NotFoundError, ValidationRejectedError
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.canonical import Channel, Order
 from orderflow.canonical.saga import (
@@ -45,9 +45,14 @@ class ChannelActivities:
     async def cancel_on_channel(self, input: CancelOnChannelInput) -> CancelOnChannelResult:
         """Cancel the order on the channel, refunding and restocking; already cancelled is success."""
         with translated_failures():
-            job = await self._client(input.order).cancel_order(
-                input.order.channel_order_id, reason="OTHER", staff_note=input.reason
-            )
+            try:
+                job = await self._client(input.order).cancel_order(
+                    input.order.channel_order_id, reason="OTHER", staff_note=input.reason
+                )
+            except NotFoundError:
+                # An order the channel never had (started from a file, or deleted there) has nothing
+                # to cancel; parking the undo over it would only make an operator press skip.
+                return CancelOnChannelResult(cancelled=False, detail="not on the channel; nothing to cancel")
         if job.already_cancelled:
             return CancelOnChannelResult(cancelled=True, detail="already cancelled on the channel")
         detail = "cancelled" if job.done else f"cancellation job {job.job_id} accepted"

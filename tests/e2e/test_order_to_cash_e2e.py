@@ -20,9 +20,11 @@ from integration.test_shopify_contract import ORDER_CREATE, order_input
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner, Result
 
 from orderflow.adapters.shopify import ShopifyClient
-from orderflow.canonical.saga import OrderStatus, OrderToCashResult, order_reference
+from orderflow.canonical.saga import OrderSagaState, OrderStatus, OrderToCashResult, order_reference
+from orderflow.cli import app as cli_app
 from orderflow.sandbox.server import BackgroundServer
 from orderflow.settings import Settings
 from orderflow.webhooks.app import create_app
@@ -33,6 +35,8 @@ from orderflow.workflows.order_to_cash import OrderToCash
 pytestmark = pytest.mark.integration
 
 D2C_LINES = [("BOLT-M8-S", 2), ("NUT-M8-M", 1)]
+CLIENT_TIMEOUT_SECONDS = 1.5
+HOLD_SECONDS = 2.5
 
 
 @dataclass
@@ -85,12 +89,15 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     queue = f"e2e-{uuid.uuid4()}"
     target = dev_server.client.service_client.config.target_host
-    # Lost responses must surface as timeouts quickly, so the retries happen within the test.
+    # Lost responses must surface as timeouts quickly, so the retries happen within the test; but
+    # not so quickly that a busy 2-core machine (sandbox, service and worker share this process)
+    # turns ordinary slow answers into timeouts. Faults hold lost answers for HOLD_SECONDS.
+    timeouts = {"timeout_seconds": CLIENT_TIMEOUT_SECONDS}
     settings = settings.model_copy(
         update={
-            "netsuite": settings.netsuite.model_copy(update={"timeout_seconds": 0.5}),
-            "carrier": settings.carrier.model_copy(update={"timeout_seconds": 0.5}),
-            "wms": settings.wms.model_copy(update={"timeout_seconds": 0.5}),
+            "netsuite": settings.netsuite.model_copy(update=timeouts),
+            "carrier": settings.carrier.model_copy(update=timeouts),
+            "wms": settings.wms.model_copy(update=timeouts),
         }
     )
     service = create_app(settings, temporal=TemporalGateway(target, task_queue=queue))
@@ -159,15 +166,95 @@ async def test_a_signed_webhook_order_goes_to_completed_and_every_system_agrees(
 async def test_lost_answers_and_duplicate_webhooks_still_leave_one_of_everything(stack: Stack) -> None:
     # The ERP and the carrier lose 30% of their answers after committing; every webhook arrives twice.
     for system in ("netsuite", "carrier"):
-        await stack.fault(system=system, kind="timeout_after_commit", mutating_only=True, rate=0.3, hold_seconds=0.8)
+        await stack.fault(
+            system=system, kind="timeout_after_commit", mutating_only=True, rate=0.3, hold_seconds=HOLD_SECONDS
+        )
     for system in ("shopify", "wms"):
         (await stack.sandbox.put(f"/sandbox/webhooks/chaos/{system}", json={"duplicate_rate": 1.0})).raise_for_status()
 
     keys = [await stack.place_order() for _ in range(4)]
-    results = await asyncio.gather(*(stack.finish(key, timeout=120) for key in keys))
+    results = await asyncio.gather(*(stack.finish(key, timeout=180) for key in keys))
 
     assert [r.status for r in results] == [OrderStatus.COMPLETED] * 4
     faults = (await stack.sandbox.get("/sandbox/faults")).json()
     assert sum(rule["fired"] for rule in faults) > 0, "the faults never fired; the test proved nothing"
     for key in keys:
         await assert_one_of_everything(stack, key)
+
+
+async def orderflow_cli(dev_server: WorkflowEnvironment, *args: str) -> Result:
+    """Run `orderflow ...` as an operator would, against the test's Temporal server."""
+    env = {"TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host, "USER": "ops-oncall"}
+    return await asyncio.to_thread(CliRunner().invoke, cli_app, list(args), env=env)
+
+
+async def until_parked(stack: Stack, key: str, step: str, timeout: float = 30) -> OrderSagaState:
+    handle = await stack.saga(key)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        state = await handle.query(OrderToCash.state)
+        if state.needs_attention and state.attention_step == step:
+            return state
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{key} never parked at {step}: {state.model_dump_json()}")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_parked_saga_cancelled_from_the_cli_undoes_every_system(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    # The warehouse takes the order but its answer is lost, and the read-back is refused: the saga
+    # parks at release with a real WMS order behind it. The warehouse must not ship it meanwhile
+    # (if it did, the saga would rightly refuse the cancel: see the next test).
+    (await stack.sandbox.put("/sandbox/demo", json={"wms_ship_after_seconds": None})).raise_for_status()
+    await stack.fault(system="wms", method="POST", path="/2026-01/order", kind="timeout_after_commit", times=1,
+                      hold_seconds=HOLD_SECONDS)  # fmt: skip
+    await stack.fault(system="wms", method="GET", path="/2026-01/order", kind="error", status=400, times=1)
+    key = await stack.place_order()
+    state = await until_parked(stack, key, "release")
+    assert "ValidationRejectedError" in (state.attention_reason or "")
+
+    cancelled = await orderflow_cli(dev_server, "orders", "cancel", key, "--reason", "warehouse data is wrong")
+    assert cancelled.exit_code == 0, cancelled.output
+    result = await stack.finish(key)
+    assert result.status is OrderStatus.CANCELLED
+
+    reference = order_reference(key)
+    wms = await stack.state("wms")
+    assert [r["status"] for r in wms["reservations"] if r["reference_id"] == reference] != ["Active"]
+    assert [o["status"] for o in wms["orders"] if o["reference_id"] == reference] == ["Cancelled"]
+    assert all(level["committed"] == 0 for level in wms["stock"]), "stock is still committed to the order"
+    netsuite = await stack.state("netsuite")
+    (sales_order,) = [r for r in records(netsuite, "salesOrder") if r.get("externalId") == reference]
+    assert sales_order["status"]["refName"] == "Closed", sales_order["status"]
+    carrier = await stack.state("carrier")
+    (shipment,) = [s for s in carrier["shipments"] if s.get("reference") == reference]
+    assert shipment["refund_status"] in ("submitted", "refunded")
+    # Shopify cancels through an asynchronous job: wait for it to finish, as an operator would.
+    for _ in range(50):
+        shopify = await stack.state("shopify")
+        (order,) = [o for o in shopify["orders"] if o["id"] == int(key.rsplit(":", 1)[1])]
+        if order["cancelled_at"] is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert order["cancelled_at"] is not None, "the order was never cancelled on Shopify"
+
+
+async def test_a_cancel_after_shipment_is_refused_by_the_cli_with_the_reason(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    # Invoicing fails permanently, so the saga is still running, parked, after the goods shipped.
+    await stack.fault(system="netsuite", method="POST", path="/services/rest/record/v1/salesOrder/*/!transform/invoice",
+                      kind="error", status=400)  # fmt: skip
+    key = await stack.place_order()
+    await until_parked(stack, key, "invoice")
+
+    refused = await orderflow_cli(dev_server, "orders", "cancel", key, "--reason", "customer changed their mind")
+    assert refused.exit_code == 1
+    assert "has shipped" in refused.output and "a return is the only way to undo it" in refused.output
+
+    (await stack.sandbox.delete("/sandbox/faults")).raise_for_status()
+    retried = await orderflow_cli(dev_server, "orders", "retry", key)
+    assert retried.exit_code == 0, retried.output
+    assert (await stack.finish(key)).status is OrderStatus.COMPLETED
+    await assert_one_of_everything(stack, key)
