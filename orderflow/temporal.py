@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from orderflow.canonical.saga import TASK_QUEUE
+from orderflow.canonical.order import Order
+from orderflow.canonical.saga import TASK_QUEUE, OrderStatus
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 CHANNEL = SearchAttributeKey.for_keyword("Channel")
@@ -45,7 +46,23 @@ __all__ = [
     "TASK_QUEUE",
     "TRACKING_NUMBERS",
     "connect",
+    "initial_search_attributes",
 ]
+
+
+def initial_search_attributes(order: Order) -> TypedSearchAttributes:
+    """The search attributes a saga starts with, so it is findable in the Temporal UI from its first moment."""
+    pairs: list[SearchAttributePair[str] | SearchAttributePair[bool] | SearchAttributePair[float]] = [
+        SearchAttributePair(ORDER_STATUS, OrderStatus.RECEIVED.value),
+        SearchAttributePair(CHANNEL, order.channel.value),
+        SearchAttributePair(NEEDS_ATTENTION, False),
+        # A float only for filtering and sorting in the UI; the saga itself keeps Decimal money.
+        SearchAttributePair(ORDER_TOTAL, float(order.total.amount)),
+    ]
+    customer_id = order.customer.channel_customer_id or order.customer.email
+    if customer_id:
+        pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
+    return TypedSearchAttributes(pairs)
 
 
 async def connect(address: str = DEFAULT_ADDRESS, namespace: str = DEFAULT_NAMESPACE) -> Client:

@@ -64,8 +64,14 @@ from orderflow.cli.connection import (
     connect_or_exit,
     fail,
 )
-from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL
-from orderflow.webhooks.dispatch import initial_search_attributes
+from orderflow.temporal import (
+    CHANNEL,
+    CUSTOMER_ID,
+    NEEDS_ATTENTION,
+    ORDER_STATUS,
+    ORDER_TOTAL,
+    initial_search_attributes,
+)
 
 app = typer.Typer(help="Order-to-cash sagas: start, inspect, cancel, approve credit, retry, skip, list.")
 

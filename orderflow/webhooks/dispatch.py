@@ -23,8 +23,6 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 from temporalio.client import Client
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -33,18 +31,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow.canonical import Order
 from orderflow.canonical.base import CanonicalModel
-from orderflow.canonical.saga import TASK_QUEUE, OrderStatus, OrderToCashInput
+from orderflow.canonical.saga import TASK_QUEUE, OrderToCashInput
 from orderflow.settings import Settings
 from orderflow.temporal import (
-    CHANNEL,
-    CUSTOMER_ID,
     DEFAULT_ADDRESS,
     DEFAULT_NAMESPACE,
-    NEEDS_ATTENTION,
-    ORDER_STATUS,
-    ORDER_TOTAL,
     TRACKING_NUMBERS,
     connect,
+    initial_search_attributes,
 )
 
 log = logging.getLogger("orderflow.webhooks")
@@ -94,21 +88,6 @@ def ignored(reason: str) -> WebhookReceipt:
 def is_valid_tracking_number(number: str) -> bool:
     """Whether a tracking number can be looked up through visibility (letters, digits, `_`, `.`, `-`)."""
     return _TRACKING_NUMBER.fullmatch(number) is not None
-
-
-def initial_search_attributes(order: Order) -> TypedSearchAttributes:
-    """The search attributes a saga starts with, so it is findable in the Temporal UI from its first moment."""
-    pairs: list[SearchAttributePair[str] | SearchAttributePair[bool] | SearchAttributePair[float]] = [
-        SearchAttributePair(ORDER_STATUS, OrderStatus.RECEIVED.value),
-        SearchAttributePair(CHANNEL, order.channel.value),
-        SearchAttributePair(NEEDS_ATTENTION, False),
-        # A float only for filtering and sorting in the UI; the saga itself keeps Decimal money.
-        SearchAttributePair(ORDER_TOTAL, float(order.total.amount)),
-    ]
-    customer_id = order.customer.channel_customer_id or order.customer.email
-    if customer_id:
-        pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
-    return TypedSearchAttributes(pairs)
 
 
 @contextmanager

@@ -9,11 +9,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow.adapters.shopify import order_from_webhook
 from orderflow.canonical.saga import TASK_QUEUE
-from orderflow.temporal import CUSTOMER_ID, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ORDER_TOTAL
+from orderflow.temporal import CUSTOMER_ID, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, ORDER_TOTAL, initial_search_attributes
 from orderflow.webhooks.dispatch import (
     TemporalGateway,
     TemporalUnavailableError,
-    initial_search_attributes,
     is_valid_tracking_number,
     temporal_call,
 )
