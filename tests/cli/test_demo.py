@@ -1,0 +1,105 @@
+"""`orderflow demo`'s core on the real dev server: Shopify orders through the webhook service into real sagas."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from orderflow.adapters.shopify import ShopifyClient
+from orderflow.canonical.saga import OrderStatus, order_reference
+from orderflow.cli.demo import OrderKind, run_demo
+from orderflow.sandbox.server import BackgroundServer
+from orderflow.settings import Settings
+from orderflow.webhooks.app import create_app
+from orderflow.webhooks.dispatch import TemporalGateway
+from orderflow.worker import build_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A fresh task queue, so no other test's worker picks up these sagas."""
+    return f"demo-{uuid.uuid4()}"
+
+
+@pytest.fixture
+def webhook_service(dev_server: WorkflowEnvironment, settings: Settings, task_queue: str) -> Iterator[str]:
+    """The webhook service over real HTTP, starting sagas on this test's queue; the sandbox delivers to it."""
+    client = dev_server.client
+    gateway = TemporalGateway(client.service_client.config.target_host, client.namespace, task_queue=task_queue)
+    with BackgroundServer(create_app(settings, temporal=gateway)) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def subscribed(sandbox: httpx.AsyncClient, webhook_service: str) -> AsyncIterator[None]:
+    """The sandbox's Shopify, WMS and carrier webhooks go to the webhook service (until the next reset)."""
+    for system in ("shopify", "wms", "carrier"):
+        response = await sandbox.post(
+            f"/sandbox/webhooks/subscriptions/{system}",
+            json={"topics": ["*"], "url": f"{webhook_service}/webhooks/{system}"},
+        )
+        assert response.status_code == 201, response.text
+    yield
+
+
+async def state(sandbox: httpx.AsyncClient, system: str) -> dict[str, Any]:
+    """One simulated system's records."""
+    response = await sandbox.get(f"/sandbox/state/{system}")
+    response.raise_for_status()
+    return dict(response.json())
+
+
+async def test_three_orders_reach_their_expected_ends_with_a_credit_approval_and_a_channel_cancel(
+    dev_server: WorkflowEnvironment,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    subscribed: None,
+    task_queue: str,
+) -> None:
+    async with build_worker(dev_server.client, settings, http, task_queue=task_queue):
+        report = await run_demo(
+            client=dev_server.client,
+            shopify=ShopifyClient(http, settings.shopify),
+            sandbox=sandbox,
+            orders=3,
+            ship_after_seconds=1.0,
+            finish_within=25.0,
+        )
+
+    by_kind = {o.planned.kind: o for o in report.outcomes}
+    assert set(by_kind) == {OrderKind.D2C, OrderKind.CREDIT_HOLD, OrderKind.CHANNEL_CANCEL}
+    assert [(o.key, o.problem) for o in report.failures] == []
+    assert by_kind[OrderKind.D2C].status is OrderStatus.COMPLETED
+    assert by_kind[OrderKind.CREDIT_HOLD].status is OrderStatus.COMPLETED
+    assert any("credit approved" in action for action in by_kind[OrderKind.CREDIT_HOLD].actions)
+    assert by_kind[OrderKind.CHANNEL_CANCEL].status is OrderStatus.CANCELLED
+    assert report.ok and report.ledger is not None and report.ledger.checked == 2
+
+    # The sandbox agrees: one sales order for each completed order, none live for the cancelled one.
+    erp_orders = (await state(sandbox, "netsuite"))["records"]["salesOrder"]
+    for kind in (OrderKind.D2C, OrderKind.CREDIT_HOLD):
+        key = by_kind[kind].key
+        assert key is not None
+        assert [o["externalId"] for o in erp_orders].count(order_reference(key)) == 1
+    cancelled_key = by_kind[OrderKind.CHANNEL_CANCEL].key
+    assert cancelled_key is not None
+    cancelled = order_reference(cancelled_key)
+    wms = await state(sandbox, "wms")
+    assert [o["status"] for o in wms["orders"] if o["reference_id"] == cancelled] in ([], ["Cancelled"])
+    held = [r for r in wms["reservations"] if r["reference_id"] == cancelled]
+    assert held, "the cancel came after allocation, so there was a reservation to give back"
+    assert all(r["status"] != "Active" for r in held)
+    shopify_order = next(
+        o for o in (await state(sandbox, "shopify"))["orders"] if str(o["id"]) == cancelled_key.rsplit(":", 1)[1]
+    )
+    assert shopify_order["cancelled_at"] is not None
+    # Demo mode is switched back off afterwards.
+    assert (await sandbox.get("/sandbox/demo")).json()["wms_ship_after_seconds"] is None
