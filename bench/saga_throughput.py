@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     import time
     import uuid
     from collections import Counter
-    from datetime import datetime, timedelta
+    from datetime import timedelta
     from pathlib import Path
     from typing import Any
 
@@ -40,8 +40,15 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.adapters.shopify import ShopifyClient
     from orderflow.canonical import Channel
     from orderflow.canonical.order import order_key
-    from orderflow.canonical.saga import OrderStatus, OrderToCashInput, OrderToCashResult, SagaStep
-    from orderflow.cli.demo import ORDER_CREATE, free_stock, order_variables, percentile, plan_d2c_orders
+    from orderflow.canonical.saga import OrderStatus, OrderToCashResult, SagaStep
+    from orderflow.cli.demo import (
+        ORDER_CREATE,
+        free_stock,
+        order_variables,
+        percentile,
+        plan_d2c_orders,
+        webhook_to_erp_ms,
+    )
     from orderflow.devstack import venv_binary
     from orderflow.sandbox import SandboxConfig, create_app
     from orderflow.sandbox import carrier as carrier_simulator
@@ -135,20 +142,6 @@ async def saga_result(handle: WorkflowHandle[Any, OrderToCashResult]) -> OrderTo
         await asyncio.sleep(0.05)
 
 
-async def webhook_to_erp_ms(client: Client, key: str, result: OrderToCashResult) -> float | None:
-    """From the webhook's arrival (the saga's input) to the post_to_erp step's record."""
-    posted = next((s for s in result.state.steps_done if s.step == SagaStep.POST_TO_ERP.value), None)
-    if posted is None:
-        return None
-    async for event in client.get_workflow_handle(key).fetch_history_events():
-        payloads = event.workflow_execution_started_event_attributes.input.payloads
-        (started,) = await client.data_converter.decode(payloads, [OrderToCashInput])
-        if isinstance(started, OrderToCashInput) and started.received_at_epoch_ms is not None:
-            return datetime.fromisoformat(posted.at).timestamp() * 1000 - started.received_at_epoch_ms
-        break
-    return None
-
-
 async def run_sagas(client: Client, settings: Settings, sandbox: httpx.AsyncClient, orders: int) -> dict[str, Any]:
     """N orders through Shopify's webhooks to COMPLETED; throughput, history size and latency."""
     plan = plan_d2c_orders(orders, free_stock((await sandbox.get("/sandbox/state/wms")).json()))
@@ -167,7 +160,7 @@ async def run_sagas(client: Client, settings: Settings, sandbox: httpx.AsyncClie
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     statuses = {str(status): sum(1 for _, r in results if r.status is status) for status in OrderStatus}
     events = [await history_events(client, key) for key, _ in results]
-    latencies = [ms for ms in [await webhook_to_erp_ms(client, key, r) for key, r in results] if ms is not None]
+    latencies = [ms for ms in (webhook_to_erp_ms(r.state) for _, r in results) if ms is not None]
     return {
         "seconds": round(elapsed, 3),
         "orders_per_second": round(orders / elapsed, 3),

@@ -210,6 +210,7 @@ class OrderSagaState(CanonicalModel):
     attention_step: str | None = None
     cancel_reason: str | None = None
     delivered: bool = False
+    received_at_epoch_ms: int | None = None
 
 
 class OrderToCashResult(CanonicalModel):

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -48,7 +48,6 @@ from orderflow.canonical.saga import (
     CreditApproval,
     OrderSagaState,
     OrderStatus,
-    OrderToCashInput,
     OrderToCashResult,
     SagaStep,
     order_reference,
@@ -79,7 +78,6 @@ SHIPPED_OR_LATER = frozenset(
     {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.FULFILLED, OrderStatus.COMPLETED}
 )
 POLL_SECONDS = 0.2
-MAX_ID_SKIPS = 10_000
 
 ORDER_CREATE = """mutation DemoOrderCreate($order: OrderCreateOrderInput!) {
   orderCreate(order: $order) { order { legacyResourceId name } userErrors { field message code } }
@@ -166,7 +164,6 @@ class DemoReport:
     chaos: bool
     ledger: LedgerCheck | None = None
     faults_fired: dict[str, int] = field(default_factory=dict)
-    skipped_ids: int = 0
 
     @property
     def failures(self) -> list[OrderOutcome]:
@@ -186,8 +183,6 @@ class DemoProgress:
         self.total = total
         self.where: dict[int, str] = {}
         self.finished = 0
-        # Shopify ids passed over because an earlier sandbox run's sagas hold their keys.
-        self.skipped_ids = 0
         self._on_change = on_change
 
     def update(self, index: int, where: str, *, finished: bool = False) -> None:
@@ -401,7 +396,7 @@ async def drive_order(index: int, planned: PlannedOrder, ctx: DemoContext) -> Or
             result = await handle.result()
         outcome.status = result.status
         outcome.attention_reason = result.state.attention_reason
-        outcome.webhook_to_erp_ms = await _webhook_to_erp_ms(ctx.client, handle, result.state)
+        outcome.webhook_to_erp_ms = webhook_to_erp_ms(result.state)
     except TimeoutError:
         outcome.problem = f"not finished within {ctx.finish_within:g} s"
         await _note_last_state(outcome, ctx.client)
@@ -416,33 +411,11 @@ async def drive_order(index: int, planned: PlannedOrder, ctx: DemoContext) -> Or
 
 
 async def _place(planned: PlannedOrder, ctx: DemoContext) -> str:
-    """Create the order on Shopify; its saga key, skipping ids whose key an earlier sandbox run used.
-
-    The sandbox numbers Shopify orders from the same base each time its process starts, while the
-    dev server keeps its sagas on disk; a new order whose key already has an older saga would be
-    refused as a duplicate by the webhook service. Such an id is left behind and the order placed again.
-    """
-    for _ in range(MAX_ID_SKIPS):
-        before = datetime.now(UTC)
-        created = (await ctx.shopify.execute(ORDER_CREATE, order_variables(planned)))["orderCreate"]
-        if created.get("userErrors"):
-            raise DemoError(f"Shopify refused the order: {created['userErrors']}")
-        key = order_key(Channel.SHOPIFY, str(created["order"]["legacyResourceId"]))
-        if not await _key_used_before(ctx.client, key, before):
-            return key
-        ctx.progress.skipped_ids += 1
-    raise DemoError(f"{MAX_ID_SKIPS} Shopify order ids in a row already had sagas; reset Temporal's database")
-
-
-async def _key_used_before(client: Client, key: str, moment: datetime) -> bool:
-    """Whether a saga under this key was started before `moment` (so not by this order's webhook)."""
-    try:
-        description = await client.get_workflow_handle(key).describe()
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return description.start_time < moment
+    """Create the order on Shopify, which sends `orders/create` to the webhook service; its saga key."""
+    created = (await ctx.shopify.execute(ORDER_CREATE, order_variables(planned)))["orderCreate"]
+    if created.get("userErrors"):
+        raise DemoError(f"Shopify refused the order: {created['userErrors']}")
+    return order_key(Channel.SHOPIFY, str(created["order"]["legacyResourceId"]))
 
 
 async def _wait_started(handle: WorkflowHandle[Any, Any], *, within: float) -> None:
@@ -512,24 +485,12 @@ _BEFORE_ALLOCATION = frozenset(
 )
 
 
-async def _webhook_to_erp_ms(client: Client, handle: WorkflowHandle[Any, Any], state: OrderSagaState) -> float | None:
-    """From the orders/create webhook's arrival (the saga's input) to the sales order's posting (its step record)."""
+def webhook_to_erp_ms(state: OrderSagaState) -> float | None:
+    """From the orders/create webhook's arrival to the sales order's posting (its step record)."""
     posted = next((s for s in state.steps_done if s.step == SagaStep.POST_TO_ERP.value), None)
-    if posted is None:
+    if posted is None or state.received_at_epoch_ms is None:
         return None
-    received = await _received_at_epoch_ms(client, handle)
-    if received is None:
-        return None
-    return datetime.fromisoformat(posted.at).timestamp() * 1000 - received
-
-
-async def _received_at_epoch_ms(client: Client, handle: WorkflowHandle[Any, Any]) -> int | None:
-    """When the webhook arrived, from the saga's start event (the status query does not carry it)."""
-    async for event in handle.fetch_history_events():
-        payloads = event.workflow_execution_started_event_attributes.input.payloads
-        (started,) = await client.data_converter.decode(payloads, [OrderToCashInput])
-        return started.received_at_epoch_ms if isinstance(started, OrderToCashInput) else None
-    return None
+    return datetime.fromisoformat(posted.at).timestamp() * 1000 - state.received_at_epoch_ms
 
 
 async def _note_last_state(outcome: OrderOutcome, client: Client) -> None:
@@ -596,7 +557,6 @@ async def run_demo(
         chaos=chaos,
         ledger=ledger,
         faults_fired=fired,
-        skipped_ids=progress.skipped_ids,
     )
 
 
@@ -661,10 +621,6 @@ def print_report(console: Console, report: DemoReport, *, wall_seconds: float) -
     kinds = Counter(o.planned.kind.value for o in report.outcomes)
     console.print("mix: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
     console.print("latency excludes orders held for credit (their wait is the operator's).")
-    if report.skipped_ids:
-        console.print(
-            f"passed over {report.skipped_ids} Shopify order id(s) whose saga keys an earlier sandbox run had used"
-        )
     if report.faults_fired:
         console.print("faults fired: " + ", ".join(f"{what} x{n}" for what, n in report.faults_fired.items()))
     if report.ledger is not None:

@@ -446,9 +446,12 @@ class ShopifySimulator(Simulator):
             ),
             self._sign,
         )
-        # Real Shopify never reuses an order id or number, and saga IDs are built from the id, so
-        # these counters survive `reset()`: a reset sandbox must not hand out an id a saga still has.
+        # Real Shopify never reuses an order id, and saga IDs are built from it. The counters
+        # survive `reset()`, and start from an offset taken from the clock when the process
+        # starts, so a restarted sandbox (while Temporal keeps its sagas on disk) does not hand out
+        # an id an older saga still has: ten thousand ids per second of wall time between starts.
         self._next_ids: dict[str, int] = {}
+        self._id_offset = max(0, int(ctx.clock.timestamp()) - 1_700_000_000) * 10_000
         self.order_number = 1000
         self.reset()
 
@@ -591,7 +594,7 @@ class ShopifySimulator(Simulator):
     def _next_id(self, kind: str) -> int:
         n = self._next_ids.get(kind, 0) + 1
         self._next_ids[kind] = n
-        return self._ID_BASES[kind] + n
+        return self._ID_BASES[kind] + self._id_offset + n
 
     def _uuid(self) -> str:
         return str(uuid.UUID(int=self.ctx.random.getrandbits(128), version=4))

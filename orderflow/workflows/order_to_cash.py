@@ -808,4 +808,5 @@ class OrderToCash:
             attention_step=self.attention_step,
             cancel_reason=self.cancel_request.reason if self.cancel_request else None,
             delivered=self.delivered,
+            received_at_epoch_ms=self.input.received_at_epoch_ms,
         )
