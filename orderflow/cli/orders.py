@@ -415,13 +415,14 @@ def list_orders(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title=f"{len(rows)} order saga(s)  [{query}]", title_justify="left")
+    # Minimum widths keep every column readable in an 80-column (or piped) terminal; long values wrap.
     table.add_column("key", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("attention")
-    table.add_column("channel")
-    table.add_column("customer")
-    table.add_column("total", justify="right")
-    table.add_column("started", no_wrap=True)
+    table.add_column("status", min_width=9)
+    table.add_column("attention", min_width=9)
+    table.add_column("channel", min_width=7)
+    table.add_column("customer", min_width=8)
+    table.add_column("total", justify="right", min_width=8)
+    table.add_column("started", min_width=10)
     for row in rows:
         ended = "" if row["execution"] == "RUNNING" else f" ({row['execution'].lower()})"
         table.add_row(
