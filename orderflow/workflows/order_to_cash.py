@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -157,6 +157,8 @@ class OrderToCash:
         self.allocation: Allocation | None = None
         self.label: Label | None = None
         self.erp_order_id: str | None = None
+        # Search attribute changes waiting to be sent: one upsert per workflow task keeps history lean.
+        self.pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
 
     # -----------------------------------------------------------------------------------------
     # The saga
@@ -184,6 +186,7 @@ class OrderToCash:
             if self.shipments:
                 raise
             await self._unwind(CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR))
+        self._flush_attributes()
         return OrderToCashResult(key=self.order.key, status=self.status, state=self.state())
 
     async def accept(self) -> None:
@@ -204,7 +207,7 @@ class OrderToCash:
         assert accepted is not None  # accept is not skippable
         self.accepted = accepted
         self.ids["erp_customer_id"] = accepted.erp_customer_id
-        workflow.upsert_search_attributes([CUSTOMER_ID.value_set(accepted.erp_customer_id)])
+        self._stage(CUSTOMER_ID.value_set(accepted.erp_customer_id))
         self._done(SagaStep.ACCEPT, f"ERP customer {accepted.erp_customer_id}, {accepted.terms.value}")
         self._set_status(OrderStatus.ACCEPTED)
 
@@ -526,6 +529,7 @@ class OrderToCash:
     async def _compensation_step(self, step: CompensationStep, undo: Callable[[], Awaitable[T]]) -> T | None:
         """An undo that fails permanently parks the saga too; it is never silently dropped."""
         while True:
+            self._flush_attributes()
             try:
                 return await undo()
             except (ActivityError, ApplicationError) as error:
@@ -551,6 +555,7 @@ class OrderToCash:
         self.current_step = step
         while True:
             self._raise_if_cancelled()
+            self._flush_attributes()
             try:
                 return await call()
             except ActivityError as error:
@@ -566,6 +571,7 @@ class OrderToCash:
 
     async def _wait(self, condition: Callable[[], bool], *, timeout: timedelta | None = None) -> bool:
         """Wait for a condition or a cancel; False if the timeout passed first. Cancels raise."""
+        self._flush_attributes()
         try:
             await workflow.wait_condition(lambda: condition() or self._cancel_pending(), timeout=timeout)
         except TimeoutError:
@@ -587,7 +593,7 @@ class OrderToCash:
         self.parked_skippable = skippable if parked else False
         self.parked = parked
         workflow.logger.warning("order %s needs attention at %s: %s", self.order.key, self.attention_step, reason)
-        workflow.upsert_search_attributes([NEEDS_ATTENTION.value_set(True)])
+        self._stage(NEEDS_ATTENTION.value_set(True))
 
     def _clear_attention(self) -> None:
         if self.attention_reason is None:
@@ -596,7 +602,7 @@ class OrderToCash:
         self.attention_reason = None
         self.parked_skippable = False
         self.parked = False
-        workflow.upsert_search_attributes([NEEDS_ATTENTION.value_set(False)])
+        self._stage(NEEDS_ATTENTION.value_set(False))
 
     def _is_parked(self) -> bool:
         return self.parked and self.attention_reason is not None
@@ -605,23 +611,34 @@ class OrderToCash:
         if status is self.status:
             return
         self.status = status
-        workflow.upsert_search_attributes([ORDER_STATUS.value_set(status.value)])
+        self._stage(ORDER_STATUS.value_set(status.value))
 
     def _publish(self) -> None:
         """Make the saga findable even when whoever started it set no search attributes."""
-        workflow.upsert_search_attributes(
-            [
-                ORDER_STATUS.value_set(self.status.value),
-                CHANNEL.value_set(self.order.channel.value),
-                NEEDS_ATTENTION.value_set(False),
-                ORDER_TOTAL.value_set(float(self.order.total.amount)),
-            ]
-        )
+        if workflow.info().typed_search_attributes.get(ORDER_STATUS) is not None:
+            return  # the webhook service and the CLI start sagas with them already set
+        for update in (
+            ORDER_STATUS.value_set(self.status.value),
+            CHANNEL.value_set(self.order.channel.value),
+            NEEDS_ATTENTION.value_set(False),
+            ORDER_TOTAL.value_set(float(self.order.total.amount)),
+        ):
+            self._stage(update)
+
+    def _stage(self, update: SearchAttributeUpdate[Any]) -> None:
+        """Queue a search attribute change; the next flush sends every queued change as one upsert."""
+        self.pending_attributes[update.key.name] = update
+
+    def _flush_attributes(self) -> None:
+        """One upsert (one history event) for all the changes since the last, just before the saga waits."""
+        if self.pending_attributes:
+            workflow.upsert_search_attributes(list(self.pending_attributes.values()))
+            self.pending_attributes.clear()
 
     def _add_tracking(self, number: str) -> None:
         if number not in self.ids["tracking_numbers"]:
             self.ids["tracking_numbers"].append(number)
-            workflow.upsert_search_attributes([TRACKING_NUMBERS.value_set(list(self.ids["tracking_numbers"]))])
+            self._stage(TRACKING_NUMBERS.value_set(list(self.ids["tracking_numbers"])))
 
     def _record(self, step: str, detail: str | None) -> StepRecord:
         return StepRecord(step=step, at=workflow.now().isoformat(), detail=detail)
@@ -691,6 +708,7 @@ class OrderToCash:
                 self._raise_attention(SagaStep.AWAIT_SHIPMENT, f"channel cancelled after shipment: {request.reason}",
                                       skippable=False, parked=False)  # fmt: skip
             workflow.logger.warning("cancel of %s refused: %s", self.order.key, refusal)
+            self._flush_attributes()
             return
         self.cancel_request = request
 
@@ -778,6 +796,8 @@ class OrderToCash:
         self._add_tracking(shipment.tracking.number)
         if self.status in (OrderStatus.RELEASED, OrderStatus.PARTIALLY_SHIPPED, OrderStatus.LABELLED):
             self._set_status(OrderStatus.SHIPPED if self._fully_shipped() else OrderStatus.PARTIALLY_SHIPPED)
+        # The main coroutine may be parked on something else; make the shipment findable now.
+        self._flush_attributes()
 
     @workflow.signal(name=SIGNAL_STOCK_AVAILABLE)
     def on_stock_available(self, message: StockAvailable) -> None:

@@ -28,6 +28,7 @@ from orderflow.canonical.saga import (
     OrderToCashInput,
     ShipmentConfirmed,
 )
+from orderflow.temporal import initial_search_attributes
 from orderflow.workflows.order_to_cash import OrderToCash
 
 HISTORIES = Path(__file__).parents[1] / "histories"
@@ -52,8 +53,13 @@ async def record() -> None:
             queue = f"record-{uuid.uuid4()}"
             order = make_order(terms=terms)
             async with Worker(env.client, task_queue=queue, workflows=[OrderToCash], activities=systems.activities()):
+                # Started as the webhook service starts sagas: with their first search attributes set.
                 handle = await env.client.start_workflow(
-                    OrderToCash.run, OrderToCashInput(order=order), id=f"{order.key}-{name}", task_queue=queue
+                    OrderToCash.run,
+                    OrderToCashInput(order=order),
+                    id=f"{order.key}-{name}",
+                    task_queue=queue,
+                    search_attributes=initial_search_attributes(order),
                 )
                 if terms:
                     await wait_for_status(handle, OrderStatus.CREDIT_HOLD)
