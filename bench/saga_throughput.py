@@ -19,12 +19,15 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     import argparse
     import asyncio
+    import contextlib
     import json
     import os
+    import sys
     import tempfile
     import time
     import uuid
     from collections import Counter
+    from collections.abc import Iterator
     from datetime import timedelta
     from pathlib import Path
     from typing import Any
@@ -208,14 +211,28 @@ async def run_bare(client: Client, orders: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def child_output_to_stderr() -> Iterator[None]:
+    """Send what a child process prints (the dev server's banner) to stderr, so stdout stays pure JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 async def main(orders: int, *, vendor_quotas: bool = False) -> dict[str, Any]:
     """Start the dev server, the sandbox, the webhook service and one worker; measure both workloads."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-    )
+    with child_output_to_stderr():
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=venv_binary("temporal"),
+            search_attributes=SEARCH_ATTRIBUTES,
+            data_converter=pydantic_data_converter,
+            dev_server_log_level="error",
+        )
     try:
         client = env.client
         with tempfile.TemporaryDirectory() as tmp:
