@@ -58,12 +58,11 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.sandbox.credentials import ensure_m2m_keypair, public_key_path
     from orderflow.sandbox.server import BackgroundServer
     from orderflow.settings import CarrierSettings, NetSuiteSettings, Settings, ShopifySettings, WmsSettings
-    from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL, TRACKING_NUMBERS
+    from orderflow.temporal import SEARCH_ATTRIBUTE_KEYS
     from orderflow.webhooks.app import create_app as create_webhook_app
     from orderflow.webhooks.dispatch import TemporalGateway
     from orderflow.worker import MAX_CONCURRENT_ACTIVITIES, build_worker
 
-SEARCH_ATTRIBUTES = (ORDER_STATUS, CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_TOTAL, TRACKING_NUMBERS)
 # The naive design: one activity per step of the saga's table (DESIGN.md §4), nothing else.
 BARE_STEPS = [step.value for step in SagaStep]
 # Orders placed at once; the Shopify sandbox answers each orderCreate in a few milliseconds.
@@ -229,7 +228,7 @@ async def main(orders: int, *, vendor_quotas: bool = False) -> dict[str, Any]:
     with child_output_to_stderr():
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=venv_binary("temporal"),
-            search_attributes=SEARCH_ATTRIBUTES,
+            search_attributes=SEARCH_ATTRIBUTE_KEYS,
             data_converter=pydantic_data_converter,
             dev_server_log_level="error",
         )

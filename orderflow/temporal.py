@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -19,14 +20,19 @@ ORDER_TOTAL = SearchAttributeKey.for_float("OrderTotal")
 # Lets a carrier event, which names only a tracking number, find its saga through visibility.
 TRACKING_NUMBERS = SearchAttributeKey.for_keyword_list("TrackingNumbers")
 
+# Every search attribute orderflow's sagas publish; a namespace must have them registered.
+SEARCH_ATTRIBUTE_KEYS: tuple[SearchAttributeKey[Any], ...] = (
+    ORDER_STATUS,
+    CHANNEL,
+    CUSTOMER_ID,
+    NEEDS_ATTENTION,
+    ORDER_TOTAL,
+    TRACKING_NUMBERS,
+)
+_TYPE_NAMES = {2: "Keyword", 4: "Double", 5: "Bool", 7: "KeywordList"}
 # name -> the type `temporal operator search-attribute create` and `start-dev --search-attribute` take.
 SEARCH_ATTRIBUTES: dict[str, str] = {
-    ORDER_STATUS.name: "Keyword",
-    CHANNEL.name: "Keyword",
-    CUSTOMER_ID.name: "Keyword",
-    NEEDS_ATTENTION.name: "Bool",
-    ORDER_TOTAL.name: "Double",
-    TRACKING_NUMBERS.name: "KeywordList",
+    key.name: _TYPE_NAMES[int(key.indexed_value_type)] for key in SEARCH_ATTRIBUTE_KEYS
 }
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
@@ -43,6 +49,7 @@ __all__ = [
     "ORDER_STATUS",
     "ORDER_TOTAL",
     "SEARCH_ATTRIBUTES",
+    "SEARCH_ATTRIBUTE_KEYS",
     "TASK_QUEUE",
     "TRACKING_NUMBERS",
     "connect",

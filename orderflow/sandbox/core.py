@@ -97,9 +97,13 @@ class Simulator(abc.ABC):
     """One simulated external system, mounted under `/{name}` of the sandbox."""
 
     name: ClassVar[str]
+    # POST routes (globs below the prefix) that change nothing, such as queries and token grants;
+    # "lost answers on writes" faults leave them alone.
+    read_only_posts: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: SandboxContext) -> None:
         self.ctx = ctx
+        ctx.faults.read_only_posts[self.name] = self.read_only_posts
 
     @abc.abstractmethod
     def router(self) -> APIRouter:

@@ -52,7 +52,9 @@ class FaultRule(BaseModel):
     method: str = Field(default="*", description="HTTP method, or *")
     path: str = Field(default="*", description="Glob over the path below the system prefix")
     operation: str | None = Field(default=None, description="GraphQL: substring of the operation")
-    mutating_only: bool = Field(default=False, description="Only writes: non-GET, or GraphQL mutations")
+    mutating_only: bool = Field(
+        default=False, description="Only writes: not reads, GraphQL queries, or the system's read-only POSTs"
+    )
     kind: FaultKind
     rate: float = Field(default=1.0, ge=0, le=1)
     times: int | None = Field(default=None, ge=1, description="Fire at most this many times")
@@ -92,6 +94,9 @@ class FaultInjector:
     """The rule book, and the seeded dice that decide whether a rule fires."""
 
     def __init__(self, seed: int = 7) -> None:
+        # Per system, globs of POST routes that change nothing (queries, token grants): a
+        # `mutating_only` rule must not hit them, or "lost writes" would also lose reads.
+        self.read_only_posts: dict[str, tuple[str, ...]] = {}
         self._rules: list[FaultRule] = []
         self._ids = itertools.count(1)
         self._random = random.Random(seed)
@@ -138,15 +143,18 @@ class FaultInjector:
                 decision.rule = fired
         return decision
 
-    @staticmethod
-    def _matches(rule: FaultRule, system: str, method: str, path: str, body: bytes) -> bool:
+    def _is_write(self, system: str, method: str, path: str, body: bytes) -> bool:
+        read_only = self.read_only_posts.get(system, ())
+        return is_mutation(method, body) and not any(fnmatch.fnmatchcase(path, glob) for glob in read_only)
+
+    def _matches(self, rule: FaultRule, system: str, method: str, path: str, body: bytes) -> bool:
         if rule.system not in ("*", system):
             return False
         if rule.method not in ("*", method.upper()):
             return False
         if rule.path != "*" and not fnmatch.fnmatchcase(path, rule.path):
             return False
-        if rule.mutating_only and not is_mutation(method, body):
+        if rule.mutating_only and not self._is_write(system, method, path, body):
             return False
         return not (rule.operation and rule.operation.encode() not in body)
 

@@ -252,6 +252,7 @@ class NetSuiteSimulator(Simulator):
     """A NetSuite account speaking SuiteTalk REST: records, transforms, SuiteQL, async, governance."""
 
     name = "netsuite"
+    read_only_posts = ("/services/rest/query/v1/suiteql", "/services/rest/auth/oauth2/v1/token")
 
     def reset(self) -> None:
         """Back to the seed: the catalogue's items, the seed customers, no transactions, no sessions."""

