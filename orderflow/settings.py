@@ -159,9 +159,18 @@ class Settings(BaseSettings):
     wms: WmsSettings = WmsSettings()
     carrier: CarrierSettings = CarrierSettings()
 
+    # SQLite under the state directory by default; PostgreSQL in production, e.g.
+    # postgresql://orderflow@db:5432/orderflow (the async driver is chosen for you).
+    database_url: str | None = None
+
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = 8700
     state_dir: Path = STATE_DIR
+
+
+def database_url(settings: Settings) -> str:
+    """The database orderflow stores its inbox, order view and cross-references in."""
+    return settings.database_url or f"sqlite:///{settings.state_dir / 'orderflow.db'}"
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import demo, dev, orders, sandbox, worker
+from orderflow.cli import db, demo, dev, orders, sandbox, worker
 
 app = typer.Typer(
     name="orderflow",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(orders.app, name="orders")
+app.add_typer(db.app, name="db")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)

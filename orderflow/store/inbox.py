@@ -1,0 +1,1 @@
+"""Placeholder: the inbox tables (being written)."""

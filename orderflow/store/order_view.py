@@ -1,0 +1,1 @@
+"""Placeholder: the order_view tables (being written)."""

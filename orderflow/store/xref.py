@@ -1,0 +1,1 @@
+"""Placeholder: the xref tables (being written)."""

@@ -1,0 +1,44 @@
+"""The migrations: the same chain on SQLite and PostgreSQL, and services refuse an unmigrated database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orderflow.cli import app
+from orderflow.store.db import Database, DatabaseNotMigratedError
+
+
+async def test_a_migrated_database_is_at_the_codes_head(database: Database) -> None:
+    assert await database.current_revision() == database.head_revision()
+    await database.require_migrated()
+
+
+async def test_an_unmigrated_database_is_refused_with_what_to_run(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        with pytest.raises(DatabaseNotMigratedError, match="run `orderflow db upgrade`"):
+            await database.require_migrated()
+    finally:
+        await database.dispose()
+
+
+def test_db_upgrade_then_current_from_the_cli(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+    behind = runner.invoke(app, ["db", "current", "--url", url])
+    assert behind.exit_code == 1 and "not migrated" in behind.output
+    upgraded = runner.invoke(app, ["db", "upgrade", "--url", url])
+    assert upgraded.exit_code == 0, upgraded.output
+    again = runner.invoke(app, ["db", "upgrade", "--url", url])
+    assert again.exit_code == 0
+    current = runner.invoke(app, ["db", "current", "--url", url])
+    assert current.exit_code == 0 and "0003_xref" in current.output
+
+
+def test_db_upgrade_of_an_unreachable_database_exits_2() -> None:
+    result = CliRunner().invoke(app, ["db", "upgrade", "--url", "postgresql://nobody@127.0.0.1:9/none"])
+    assert result.exit_code == 2
+    assert "cannot migrate" in result.output
