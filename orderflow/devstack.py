@@ -34,6 +34,7 @@ from temporalio.client import Client
 
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.settings import STATE_DIR, get_settings
+from orderflow.store.db import upgrade
 from orderflow.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES, connect
 
 if TYPE_CHECKING:
@@ -172,6 +173,12 @@ class DevStack:
     # ---- where everything is -----------------------------------------------------------------
 
     @property
+    def database_url(self) -> str:
+        """The database the webhook service and the worker of this stack use."""
+        configured = self._extra_env.get("ORDERFLOW_DATABASE_URL") or os.environ.get("ORDERFLOW_DATABASE_URL")
+        return configured or f"sqlite:///{self.state_dir / 'orderflow.db'}"
+
+    @property
     def temporal_address(self) -> str:
         """The Temporal frontend, host:port, for clients and workers."""
         return f"{self.host}:{self.ports.temporal}"
@@ -238,6 +245,10 @@ class DevStack:
         try:
             for wave in (_FIRST_WAVE, _SECOND_WAVE):
                 todo = [name for name in wave if name in wanted and name not in self.services]
+                if wave is _SECOND_WAVE and todo:
+                    # The webhook service and the worker refuse an unmigrated database; migrating is
+                    # idempotent, so the stack does it rather than asking for a separate step.
+                    await asyncio.to_thread(upgrade, self.database_url)
                 await asyncio.gather(*(self._start_one(name) for name in todo))
         except BaseException:
             await self.stop()

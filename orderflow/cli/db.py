@@ -16,7 +16,7 @@ app = typer.Typer(help="orderflow's database: the inbox, the order view, the cro
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help="Database URL (default: ORDERFLOW_DATABASE_URL, else SQLite in .orderflow/)."),,
+    typer.Option("--url", help="Database URL (default: ORDERFLOW_DATABASE_URL, else SQLite in .orderflow/)."),
 ]
 
 
