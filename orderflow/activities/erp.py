@@ -3,16 +3,23 @@
 Who is credit-checked: a customer buys on terms when the ERP files them as a company (not a
 person) with a credit limit above zero; everyone else is prepaid on the channel and passes. For a
 customer the ERP does not know yet, the same rule is applied to what the channel says about them.
+
+Accept reads the cross-references first (when the worker gives it them): a channel SKU's ERP item
+and a channel customer's ERP id and terms. What it has to learn from the ERP instead (an item found
+by name, a customer matched or created) it writes back, so the next order needs no lookup; a SKU
+neither knows parks the order with the `orderflow xref set` command that fixes it.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 from temporalio import activity
 
 from orderflow.activities.failures import translated_failures
 from orderflow.adapters.errors import NotFoundError, ValidationRejectedError
 from orderflow.adapters.netsuite import SYSTEM, NetSuiteClient
-from orderflow.canonical import Customer, Money, PaymentTerms, SalesOrderStatus
+from orderflow.canonical import Channel, Customer, Money, Order, PaymentTerms, SalesOrderStatus
 from orderflow.canonical.money import CurrencyMismatchError
 from orderflow.canonical.saga import (
     AcceptOrderInput,
@@ -30,6 +37,7 @@ from orderflow.canonical.saga import (
     RecordFulfillmentResult,
     idempotency_key,
 )
+from orderflow.store.xref import CrossReferences, CustomerXref, SkuXref
 
 CLOSED = frozenset({SalesOrderStatus.CLOSED, SalesOrderStatus.CANCELLED})
 
@@ -45,44 +53,90 @@ def _money(value: Money) -> str:
     return f"{value.amount:,.2f} {value.currency}"
 
 
+def _unknown_skus(channel: Channel, skus: list[str], with_xref: bool) -> str:
+    """Why accept refuses these SKUs, and (with cross-references) the command that fixes each."""
+    if not with_xref:
+        return f"SKU(s) {', '.join(skus)} are not items in NetSuite"
+    if len(skus) == 1:
+        return (
+            f"no ERP item for {channel.value} SKU '{skus[0]}': "
+            f"add it with orderflow xref set sku {channel.value} {skus[0]} --erp-item ..."
+        )
+    named = ", ".join(f"'{sku}'" for sku in skus)
+    return (
+        f"no ERP item for {channel.value} SKUs {named}: "
+        f"add each with orderflow xref set sku {channel.value} SKU --erp-item ..."
+    )
+
+
 class ErpActivities:
     """The saga's steps in the ERP, each safe to repeat."""
 
-    def __init__(self, netsuite: NetSuiteClient) -> None:
+    def __init__(self, netsuite: NetSuiteClient, *, xref: CrossReferences | None = None) -> None:
         self.netsuite = netsuite
+        self.xref = xref
 
     @activity.defn
     async def accept_order(self, input: AcceptOrderInput) -> AcceptOrderResult:
-        """Check every SKU is a live ERP item, and match the customer by external id (creating them if new)."""
+        """Map every SKU to a live ERP item and the customer to an ERP customer, cross-references first."""
         order = input.order
         skus = sorted({line.sku for line in order.lines})
         with translated_failures():
-            items = await self.netsuite.find_items_by_sku(skus)
-            unknown = [sku for sku in skus if sku not in items]
-            if unknown:
-                raise ValidationRejectedError(
-                    f"SKU(s) {', '.join(unknown)} are not items in NetSuite", system=SYSTEM, vendor_code="UNKNOWN_SKU"
-                )
-            inactive = [sku for sku in skus if items[sku].is_inactive]
-            if inactive:
-                raise ValidationRejectedError(
-                    f"SKU(s) {', '.join(inactive)} are inactive in NetSuite", system=SYSTEM, vendor_code="INACTIVE_ITEM"
-                )
-            known = await self.netsuite.find_customer(input.customer_external_id)
-            if known is not None and known.erp_customer_id is not None:
-                # Matched: the ERP's record is the master; the channel's copy never overwrites it.
-                erp_customer_id, terms = known.erp_customer_id, known.terms
-            else:
-                erp_customer_id = await self.netsuite.upsert_customer(
-                    order.customer, external_id=input.customer_external_id
-                )
-                terms = terms_of(order.customer)
+            item_ids, weights = await self._items(order.channel, skus)
+            erp_customer_id, terms = await self._customer(order, input.customer_external_id)
         return AcceptOrderResult(
-            erp_customer_id=erp_customer_id,
-            terms=terms,
-            item_ids={sku: item.erp_item_id for sku, item in items.items()},
-            item_weights_oz={sku: item.weight_oz for sku, item in items.items() if item.weight_oz is not None},
+            erp_customer_id=erp_customer_id, terms=terms, item_ids=item_ids, item_weights_oz=weights
         )
+
+    async def _items(self, channel: Channel, skus: list[str]) -> tuple[dict[str, str], dict[str, Decimal]]:
+        """Each SKU's ERP item id (cross-reference, else the ERP by item name) and its shipping weight."""
+        mapped = await self.xref.skus(channel, skus) if self.xref is not None else {}
+        # One SuiteQL query for every SKU: it finds the unmapped ones, and the weight and active
+        # flag of mapped ones whose ERP item is named as the channel names it.
+        items = await self.netsuite.find_items_by_sku(skus)
+        item_ids: dict[str, str] = {}
+        for sku in skus:
+            if sku in mapped:
+                item_ids[sku] = mapped[sku].erp_item_id
+            elif sku in items:
+                item_ids[sku] = items[sku].erp_item_id
+        unknown = [sku for sku in skus if sku not in item_ids]
+        if unknown:
+            raise ValidationRejectedError(_unknown_skus(channel, unknown, self.xref is not None),
+                                          system=SYSTEM, vendor_code="UNKNOWN_SKU")  # fmt: skip
+        same = {sku: item for sku, item in items.items() if item.erp_item_id == item_ids[sku]}
+        inactive = [sku for sku in skus if sku in same and same[sku].is_inactive]
+        if inactive:
+            raise ValidationRejectedError(
+                f"SKU(s) {', '.join(inactive)} are inactive in NetSuite", system=SYSTEM, vendor_code="INACTIVE_ITEM"
+            )
+        if self.xref is not None:
+            learnt = [SkuXref(channel=channel, channel_sku=sku, erp_item_id=item_ids[sku])
+                      for sku in skus if sku not in mapped]  # fmt: skip
+            if learnt:
+                await self.xref.remember(learnt)
+        weights = {sku: item.weight_oz for sku, item in same.items() if item.weight_oz is not None}
+        return item_ids, weights
+
+    async def _customer(self, order: Order, external_id: str) -> tuple[str, PaymentTerms]:
+        """The ERP customer and terms: cross-reference first, else matched by external id or created."""
+        channel_customer_id = order.customer.channel_customer_id
+        if self.xref is not None and channel_customer_id:
+            mapped = await self.xref.customer(order.channel, channel_customer_id)
+            if mapped is not None:
+                return mapped.erp_customer_id, mapped.terms
+        known = await self.netsuite.find_customer(external_id)
+        if known is not None and known.erp_customer_id is not None:
+            # Matched: the ERP's record is the master; the channel's copy never overwrites it.
+            erp_customer_id, terms = known.erp_customer_id, known.terms
+        else:
+            erp_customer_id = await self.netsuite.upsert_customer(order.customer, external_id=external_id)
+            terms = terms_of(order.customer)
+        if self.xref is not None and channel_customer_id:
+            learnt = CustomerXref(channel=order.channel, channel_customer_id=channel_customer_id,
+                                  erp_customer_id=erp_customer_id, terms=terms)  # fmt: skip
+            await self.xref.remember([learnt])
+        return erp_customer_id, terms
 
     @activity.defn
     async def check_credit(self, input: CreditCheckInput) -> CreditCheckResult:

@@ -61,7 +61,9 @@ def alembic_config(url: str, *, schema: str | None = None) -> Config:
     """Alembic's configuration for this database (and PostgreSQL schema, for isolated test runs)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", sync_url(url).render_as_string(hide_password=False))
+    # Alembic's config is a ConfigParser: a `%` (an encoded password) must be doubled to survive it.
+    rendered = sync_url(url).render_as_string(hide_password=False).replace("%", "%%")
+    config.set_main_option("sqlalchemy.url", rendered)
     if schema:
         config.set_main_option("orderflow.schema", schema)
     return config
