@@ -7,6 +7,7 @@ reused across activities; its pool is sized for the number of activities the wor
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -16,13 +17,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
+from orderflow.activities.order_view import OrderViewActivities
 from orderflow.adapters.carrier import CarrierClient
 from orderflow.adapters.netsuite import NetSuiteClient
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.adapters.wms import WmsClient
 from orderflow.canonical import Channel
 from orderflow.canonical.saga import TASK_QUEUE
-from orderflow.settings import Settings
+from orderflow.settings import Settings, database_url
+from orderflow.store.db import Database, DatabaseNotMigratedError
 from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
 from orderflow.workflows.order_to_cash import OrderToCash
 
@@ -34,14 +37,18 @@ HTTP_LIMITS = httpx.Limits(
     max_connections=MAX_CONCURRENT_ACTIVITIES * 2, max_keepalive_connections=MAX_CONCURRENT_ACTIVITIES
 )
 
+log = logging.getLogger("orderflow.worker")
+
 
 def http_client() -> httpx.AsyncClient:
     """The HTTP client every adapter of this worker shares (each call passes its own timeout)."""
     return httpx.AsyncClient(limits=HTTP_LIMITS)
 
 
-def activities_for(settings: Settings, http: httpx.AsyncClient) -> list[Callable[..., Any]]:
-    """Every order-to-cash activity, bound to adapters built from `settings` over `http`."""
+def activities_for(
+    settings: Settings, http: httpx.AsyncClient, *, database: Database | None = None
+) -> list[Callable[..., Any]]:
+    """Every order-to-cash activity, on adapters built from `settings` over `http`; with a database, the view's too."""
     netsuite = NetSuiteClient(http, settings.netsuite)
     wms = WmsClient(http, settings.wms)
     carrier = CarrierClient(http, settings.carrier)
@@ -50,6 +57,7 @@ def activities_for(settings: Settings, http: httpx.AsyncClient) -> list[Callable
     warehouse = WarehouseActivities(wms)
     labels = CarrierActivities(carrier, wms)
     channels = ChannelActivities({Channel.SHOPIFY: shopify})
+    bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
     return [
         erp.accept_order,
         erp.check_credit,
@@ -65,18 +73,27 @@ def activities_for(settings: Settings, http: httpx.AsyncClient) -> list[Callable
         labels.void_label,
         channels.confirm_shipment_on_channel,
         channels.cancel_on_channel,
+        *bookkeeping,
     ]
 
 
 def build_worker(
-    client: Client, settings: Settings, http: httpx.AsyncClient, *, task_queue: str = TASK_QUEUE
+    client: Client,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    *,
+    task_queue: str = TASK_QUEUE,
+    database: Database | None = None,
 ) -> Worker:
-    """A worker for the order-to-cash saga and its activities on `task_queue`."""
+    """A worker for the order-to-cash saga and its activities on `task_queue`; the order view in `database`.
+
+    Without a database, the one in settings is used (its connections close with the process).
+    """
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[OrderToCash],
-        activities=activities_for(settings, http),
+        activities=activities_for(settings, http, database=database or Database(database_url(settings))),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
@@ -95,10 +112,19 @@ async def run_worker(
             os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
             os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
         )
-    async with http_client() as http:
-        worker = build_worker(client, settings, http, task_queue=task_queue)
-        if stop is None:
-            await worker.run()
-            return
-        async with worker:
-            await stop.wait()
+    database = Database(database_url(settings))
+    try:
+        await database.require_migrated()
+    except DatabaseNotMigratedError as exc:
+        # The sagas do not need the view to run; orders keep moving and the view fills in once migrated.
+        log.warning("the order view will not be kept: %s", exc)
+    try:
+        async with http_client() as http:
+            worker = build_worker(client, settings, http, task_queue=task_queue, database=database)
+            if stop is None:
+                await worker.run()
+                return
+            async with worker:
+                await stop.wait()
+    finally:
+        await database.dispose()

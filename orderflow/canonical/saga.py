@@ -7,7 +7,7 @@ here does I/O, so workflow code can import it freely.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -219,6 +219,55 @@ class OrderToCashResult(CanonicalModel):
     key: str
     status: OrderStatus
     state: OrderSagaState
+
+
+# ---------------------------------------------------------------------------------------------
+# The order view: the saga's state as a row, so status reads touch neither the ERP nor Temporal
+# ---------------------------------------------------------------------------------------------
+
+
+class OrderViewUpdate(CanonicalModel):
+    """The saga's whole state at one transition; the view keeps only the newest `version`."""
+
+    version: int = Field(ge=1, description="The saga's transition counter: a later update has a higher one")
+    at: datetime = Field(description="Workflow time of the transition")
+    channel_order_id: NonEmptyStr
+    channel_customer_id: str | None = None
+    order_total: Money
+    state: OrderSagaState
+
+
+class OrderView(CanonicalModel):
+    """One order as the view holds it: where it is, what it waits on, and its ids in every system."""
+
+    key: str
+    channel: str
+    channel_order_id: str
+    erp_customer_id: str | None = None
+    channel_customer_id: str | None = None
+    status: OrderStatus
+    needs_attention: bool = False
+    attention_reason: str | None = None
+    attention_step: str | None = None
+    cancel_reason: str | None = None
+    erp_order_id: str | None = None
+    wms_order_id: str | None = None
+    carrier_shipment_id: str | None = None
+    erp_invoice_id: str | None = None
+    tracking_numbers: list[str] = []
+    order_total: Money
+    step_times: dict[str, str] = Field(default={}, description="Step (or compensation) name to when it last finished")
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    state: OrderSagaState
+
+
+class OrderViewPage(CanonicalModel):
+    """A page of the order view, newest first; pass `next_cursor` back for the next page."""
+
+    orders: list[OrderView]
+    next_cursor: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """`orderflow orders ...`: start a saga from a file, see where an order is, and act on it as an operator.
 
 Operator actions go through the saga's updates, not signals, so the answer says whether the action
-was accepted and, if not, why. Exit codes: 0 done (or a duplicate start), 1 refused or no such
-saga, 2 bad input or Temporal not reachable.
+was accepted and, if not, why. `list` reads the order view in orderflow's database, so it needs
+neither Temporal nor the ERP (`--from-temporal` asks Temporal's visibility instead). Exit codes:
+0 done (or a duplicate start), 1 refused or no such saga, 2 bad input, or Temporal or the
+database not reachable.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -53,6 +57,7 @@ from orderflow.canonical.saga import (
     OrderStatus,
     OrderToCashInput,
     OrderToCashResult,
+    OrderView,
 )
 from orderflow.cli.connection import (
     DEFAULT_ADDRESS,
@@ -64,6 +69,9 @@ from orderflow.cli.connection import (
     connect_or_exit,
     fail,
 )
+from orderflow.settings import database_url, get_settings
+from orderflow.store.db import Database, DatabaseNotMigratedError
+from orderflow.store.order_view import MAX_PAGE, OrderViews
 from orderflow.temporal import (
     CHANNEL,
     CUSTOMER_ID,
@@ -394,10 +402,33 @@ def list_orders(
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's orders.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many, newest first.")] = 50,
     as_json: JsonOption = False,
+    from_temporal: Annotated[
+        bool,
+        typer.Option("--from-temporal", help="Ask Temporal's visibility (the UI's search attributes), not the view."),
+    ] = False,
+    database: Annotated[
+        str | None,
+        typer.Option("--database-url", help="The order view's database (default: ORDERFLOW_DATABASE_URL or SQLite)."),
+    ] = None,
     address: AddressOption = DEFAULT_ADDRESS,
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
-    """List order sagas through Temporal visibility (the same search attributes the UI filters on)."""
+    """List orders from the order view (no Temporal or ERP call); `--from-temporal` asks Temporal instead."""
+    if not from_temporal:
+        if customer is not None and not customer.strip():
+            fail("--customer must name a customer", 2)
+        views = asyncio.run(
+            _list_view(
+                database or database_url(get_settings()),
+                status=status_filter,
+                needs_attention=needs_attention,
+                channel=channel,
+                customer=customer,
+                limit=limit,
+            )
+        )
+        _print_views(views, as_json=as_json)
+        return
     clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
     if status_filter is not None:
         clauses.append(f"{ORDER_STATUS.name} = '{status_filter.value}'")
@@ -433,6 +464,72 @@ def list_orders(
             row["customer_id"] or "-",
             f"{row['total']:.2f}" if row["total"] is not None else "-",
             row["started"][:16].replace("T", " "),
+        )
+    Console().print(table)
+
+
+async def _list_view(
+    url: str,
+    *,
+    status: OrderStatus | None,
+    needs_attention: bool,
+    channel: Channel | None,
+    customer: str | None,
+    limit: int,
+) -> list[OrderView]:
+    """Up to `limit` orders from the view, newest first; exit 2 if the database cannot be read."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    database = Database(url)
+    views: list[OrderView] = []
+    try:
+        await database.require_migrated()
+        store, cursor = OrderViews(database), None
+        while len(views) < limit:
+            page = await store.list(
+                status=status,
+                needs_attention=True if needs_attention else None,
+                channel=channel.value if channel else None,
+                customer=customer,
+                limit=min(limit - len(views), MAX_PAGE),
+                cursor=cursor,
+            )
+            views.extend(page.orders)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    except DatabaseNotMigratedError as exc:
+        fail(str(exc), 2)
+    except (SQLAlchemyError, OSError) as exc:
+        # The class name only: a driver's message can carry connection details.
+        fail(f"cannot read the order view in {shown} ({exc.__class__.__name__})", 2)
+    finally:
+        await database.dispose()
+    return views
+
+
+def _print_views(views: list[OrderView], *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([view.model_dump(mode="json", exclude={"state"}) for view in views], indent=2))
+        return
+    table = Table(title=f"{len(views)} order(s) in the order view", title_justify="left")
+    # Minimum widths keep every column readable in an 80-column (or piped) terminal; long values wrap.
+    table.add_column("key", no_wrap=True)
+    table.add_column("status", min_width=9)
+    table.add_column("attention", min_width=9)
+    table.add_column("channel", min_width=7)
+    table.add_column("customer", min_width=8)
+    table.add_column("total", justify="right", min_width=8)
+    table.add_column("updated", min_width=10)
+    for view in views:
+        attention = f"[red]{view.attention_step or 'yes'}[/]: {view.attention_reason}" if view.needs_attention else ""
+        table.add_row(
+            view.key,
+            view.status.value,
+            attention,
+            view.channel,
+            view.erp_customer_id or view.channel_customer_id or "-",
+            f"{view.order_total.amount:.2f} {view.order_total.currency}",
+            view.updated_at.astimezone(UTC).isoformat(timespec="minutes").replace("T", " ")[:16],
         )
     Console().print(table)
 

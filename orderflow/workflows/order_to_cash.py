@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities.carrier import CarrierActivities
     from orderflow.activities.channel import ChannelActivities
     from orderflow.activities.erp import ErpActivities
+    from orderflow.activities.order_view import OrderViewActivities
     from orderflow.activities.warehouse import WarehouseActivities
     from orderflow.canonical import AllocationStatus, Label, Order, Parcel, PaymentTerms, Shipment
     from orderflow.canonical.fulfillment import Allocation, CancellationOutcome
@@ -64,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         OrderStatus,
         OrderToCashInput,
         OrderToCashResult,
+        OrderViewUpdate,
         PostSalesOrderInput,
         ReleaseAllocationInput,
         ReleaseToWarehouseInput,
@@ -86,6 +88,13 @@ T = TypeVar("T")
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                              maximum_interval=timedelta(minutes=1))  # fmt: skip
 ACTIVITY_TIMEOUT = timedelta(seconds=60)
+
+# The order view is bookkeeping: a few quick tries, then the saga moves on. Every update carries the
+# whole state, so the next transition catches the view up; a view must never hold up or park an order.
+ORDER_VIEW_PATCH = "order-view"
+ORDER_VIEW_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
+                               maximum_interval=timedelta(seconds=1), maximum_attempts=3)  # fmt: skip
+ORDER_VIEW_TIMEOUT = timedelta(seconds=5)
 
 # Steps an operator may skip: the order can go on without them and a person can do them by hand.
 SKIPPABLE = frozenset({SagaStep.BUY_LABEL, SagaStep.CONFIRM, SagaStep.INVOICE})
@@ -159,6 +168,10 @@ class OrderToCash:
         self.erp_order_id: str | None = None
         # Search attribute changes waiting to be sent: one upsert per workflow task keeps history lean.
         self.pending_attributes: dict[str, SearchAttributeUpdate[Any]] = {}
+        # The order view: the last state sent, its version (the transition counter), and whether it is in flight.
+        self.view_state: OrderSagaState | None = None
+        self.view_version = 0
+        self.view_in_flight = False
 
     # -----------------------------------------------------------------------------------------
     # The saga
@@ -168,6 +181,7 @@ class OrderToCash:
     async def run(self, input: OrderToCashInput) -> OrderToCashResult:
         """Take the order through every step; on cancel or deadline, compensate in reverse."""
         self._publish()
+        view = self._start_order_view()
         try:
             await self.accept()
             await self.check_credit()
@@ -187,6 +201,10 @@ class OrderToCash:
                 raise
             await self._unwind(CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR))
         self._flush_attributes()
+        if view is not None:
+            # The view must show how the saga ended before the saga ends.
+            await workflow.wait_condition(lambda: not self.view_in_flight and self.view_state == self.state())
+            view.cancel()
         return OrderToCashResult(key=self.order.key, status=self.status, state=self.state())
 
     async def accept(self) -> None:
@@ -624,6 +642,44 @@ class OrderToCash:
             ORDER_TOTAL.value_set(float(self.order.total.amount)),
         ):
             self._stage(update)
+
+    def _start_order_view(self) -> asyncio.Task[None] | None:
+        """Keep the order view current from here on; sagas begun before the view existed replay without it."""
+        if not workflow.patched(ORDER_VIEW_PATCH):
+            return None
+        return asyncio.create_task(self._keep_order_view())
+
+    async def _keep_order_view(self) -> None:
+        """Record the state whenever it changed: once per workflow task at most, the newest state winning."""
+        while True:
+            # Checked after the saga's coroutines have run, so transitions made together are sent together.
+            await workflow.wait_condition(lambda: self.view_state != self.state())
+            state = self.state()
+            self.view_state = state
+            self.view_version += 1
+            self.view_in_flight = True
+            try:
+                await workflow.execute_local_activity_method(
+                    OrderViewActivities.record_order_view,
+                    OrderViewUpdate(
+                        version=self.view_version,
+                        at=workflow.now(),
+                        channel_order_id=self.order.channel_order_id,
+                        channel_customer_id=self.order.customer.channel_customer_id,
+                        order_total=self.order.total,
+                        state=state,
+                    ),
+                    start_to_close_timeout=ORDER_VIEW_TIMEOUT,
+                    retry_policy=ORDER_VIEW_RETRY,
+                )
+            except FailureError as error:
+                # A local activity's last failure can arrive unwrapped (an ApplicationError, a TimeoutError).
+                workflow.logger.warning(
+                    "order view of %s not updated to version %d (%s); the next transition catches it up",
+                    self.order.key, self.view_version, error.cause or error,
+                )  # fmt: skip
+            finally:
+                self.view_in_flight = False
 
     def _stage(self, update: SearchAttributeUpdate[Any]) -> None:
         """Queue a search attribute change; the next flush sends every queued change as one upsert."""

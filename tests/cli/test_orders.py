@@ -395,7 +395,7 @@ async def test_an_unreachable_temporal_exits_2(cli: Cli) -> None:
         ("orders", "status", "shopify:1042"),
         ("orders", "skip", "shopify:1042"),
         ("orders", "start", "--file", str(path)),
-        ("orders", "list"),
+        ("orders", "list", "--from-temporal"),
     ):
         result = await cli.run(*args, env=env)
         assert result.exit_code == 2, (args, result.output)
@@ -412,7 +412,9 @@ async def test_list_filters_by_order_status(cli: Cli) -> None:
     # Visibility is eventually consistent: ask until the held saga's upsert is indexed.
     rows: list[dict[str, Any]] = []
     for _ in range(50):
-        result = await cli.run("orders", "list", "--status", "CREDIT_HOLD", "--json", "--limit", "1000")
+        result = await cli.run(
+            "orders", "list", "--from-temporal", "--status", "CREDIT_HOLD", "--json", "--limit", "1000"
+        )
         assert result.exit_code == 0, result.output
         rows = json.loads(result.output)
         if held in {row["key"] for row in rows}:
@@ -422,6 +424,8 @@ async def test_list_filters_by_order_status(cli: Cli) -> None:
     keys = {row["key"] for row in rows}
     assert held in keys and accepted not in keys
     assert {row["status"] for row in rows} == {"CREDIT_HOLD"}
-    table = await cli.run("orders", "list", "--status", "CREDIT_HOLD", "--channel", "shopify", "--limit", "1000")
+    table = await cli.run(
+        "orders", "list", "--from-temporal", "--status", "CREDIT_HOLD", "--channel", "shopify", "--limit", "1000"
+    )
     assert table.exit_code == 0, table.output
     assert held in table.output and accepted not in table.output

@@ -61,6 +61,7 @@ from orderflow.canonical.saga import (
     CreditDecision,
     InvoiceOrderInput,
     InvoiceOrderResult,
+    OrderViewUpdate,
     PostSalesOrderInput,
     PostSalesOrderResult,
     RecordFulfillmentResult,
@@ -139,6 +140,9 @@ class FakeSystems:
     invoices: list[str] = field(default_factory=list)
     channel_cancellations: list[str] = field(default_factory=list)
     refuse_wms_cancel: bool = False
+    # The order view as the saga sent it (a local activity; not in `calls`, which lists the systems' steps).
+    order_views: list[OrderViewUpdate] = field(default_factory=list)
+    order_view_failures: int = 0  # how many more view updates fail (each attempt counts)
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -281,11 +285,26 @@ class FakeSystems:
         self.channel_cancellations.append(input.order.key)
         return CancelOnChannelResult(cancelled=True)
 
+    @activity.defn(name="record_order_view")
+    async def record_order_view(self, update: OrderViewUpdate) -> None:
+        if self.order_view_failures > 0:
+            self.order_view_failures -= 1
+            raise RuntimeError("the order view's database is down")
+        self.order_views.append(update)
+
+    def view_statuses(self) -> list[str]:
+        """The statuses the order view was told, in order, repeats collapsed."""
+        statuses: list[str] = []
+        for update in self.order_views:
+            if not statuses or statuses[-1] != update.state.status.value:
+                statuses.append(update.state.status.value)
+        return statuses
+
     def activities(self) -> list[Callable[..., Any]]:
         """Every stand-in, bound to this fake, for a Worker."""
         return [
             self.accept_order, self.check_credit, self.allocate, self.release_allocation, self.post_sales_order,
             self.close_sales_order, self.buy_label, self.void_label, self.release_to_warehouse,
             self.cancel_fulfillment_order, self.confirm_shipment_on_channel, self.record_fulfillment,
-            self.invoice_order, self.cancel_on_channel,
+            self.invoice_order, self.cancel_on_channel, self.record_order_view,
         ]  # fmt: skip

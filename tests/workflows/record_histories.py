@@ -3,6 +3,11 @@
 Run it only when a workflow change is deliberately incompatible and guarded by `workflow.patched`
 (then keep the old histories too, and add new ones). Each history is a real run on the
 time-skipping server with the stand-in systems.
+
+Generations, oldest first; a run records only the newest (older files are kept as they are, so
+the sagas that began under them are still proven to replay):
+- `order_to_cash_happy_path`, `order_to_cash_credit_hold_then_cancel`: before the order view.
+- `..._with_order_view`: the `order-view` patch, a local activity at each transition.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from orderflow.temporal import initial_search_attributes
 from orderflow.workflows.order_to_cash import OrderToCash
 
 HISTORIES = Path(__file__).parents[1] / "histories"
+# The newest generation's suffix (see the docstring).
+GENERATION = "_with_order_view"
 
 
 async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +52,8 @@ async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[
 async def record() -> None:
     env = await start_time_skipping_server()
     try:
-        for name, terms in (("order_to_cash_happy_path", False), ("order_to_cash_credit_hold_then_cancel", True)):
+        for scenario, terms in (("order_to_cash_happy_path", False), ("order_to_cash_credit_hold_then_cancel", True)):
+            name = scenario + GENERATION
             systems = FakeSystems(
                 terms=PaymentTerms.TERMS if terms else PaymentTerms.PREPAID,
                 credit=CreditDecision.HOLD if terms else CreditDecision.APPROVED,
@@ -74,7 +82,8 @@ async def record() -> None:
                 await handle.result()
                 history = await handle.fetch_history()
             (HISTORIES / f"{name}.json").write_text(history.to_json())
-            print(f"recorded {name}: {len(history.events)} events")
+            markers = sum(1 for event in history.events if event.HasField("marker_recorded_event_attributes"))
+            print(f"recorded {name}: {len(history.events)} events, {markers} markers, {len(systems.order_views)} views")
     finally:
         await env.shutdown()
 
