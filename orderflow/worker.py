@@ -7,7 +7,6 @@ reused across activities; its pool is sized for the number of activities the wor
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,8 @@ from orderflow.adapters.wms import WmsClient
 from orderflow.canonical import Channel
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.settings import Settings, database_url
-from orderflow.store.db import Database, DatabaseNotMigratedError
+from orderflow.store.db import Database
+from orderflow.store.xref import CrossReferences
 from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
 from orderflow.workflows.order_to_cash import OrderToCash
 
@@ -36,8 +36,6 @@ MAX_CONCURRENT_ACTIVITIES = 64
 HTTP_LIMITS = httpx.Limits(
     max_connections=MAX_CONCURRENT_ACTIVITIES * 2, max_keepalive_connections=MAX_CONCURRENT_ACTIVITIES
 )
-
-log = logging.getLogger("orderflow.worker")
 
 
 def http_client() -> httpx.AsyncClient:
@@ -53,7 +51,8 @@ def activities_for(
     wms = WmsClient(http, settings.wms)
     carrier = CarrierClient(http, settings.carrier)
     shopify = ShopifyClient(http, settings.shopify)
-    erp = ErpActivities(netsuite)
+    # Accept reads the master-data cross-references first and caches what the ERP knows there.
+    erp = ErpActivities(netsuite, xref=CrossReferences(database) if database is not None else None)
     warehouse = WarehouseActivities(wms)
     labels = CarrierActivities(carrier, wms)
     channels = ChannelActivities({Channel.SHOPIFY: shopify})
@@ -114,10 +113,12 @@ async def run_worker(
         )
     database = Database(database_url(settings))
     try:
+        # Accept reads the cross-references and every saga keeps its view here: refuse to start on
+        # a database the code's migrations have not reached (the error says what to run).
         await database.require_migrated()
-    except DatabaseNotMigratedError as exc:
-        # The sagas do not need the view to run; orders keep moving and the view fills in once migrated.
-        log.warning("the order view will not be kept: %s", exc)
+    except BaseException:
+        await database.dispose()
+        raise
     try:
         async with http_client() as http:
             worker = build_worker(client, settings, http, task_queue=task_queue, database=database)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from support.temporal import start_dev_server, start_time_skipping_server
 from temporalio.testing import WorkflowEnvironment
@@ -14,6 +17,7 @@ from orderflow.sandbox import SandboxConfig, create_app
 from orderflow.sandbox.credentials import ensure_m2m_keypair
 from orderflow.sandbox.server import BackgroundServer
 from orderflow.settings import CarrierSettings, NetSuiteSettings, Settings, ShopifySettings, WmsSettings
+from orderflow.store.db import Database, upgrade
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +58,19 @@ async def sandbox(sandbox_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def settings_database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite database for the `settings` fixture's worker and webhook service."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'orderflow.db'}"
+    upgrade(url)
+    return url
+
+
 @pytest.fixture
-def settings(sandbox_url: str, m2m_key_file: Path) -> Settings:
-    """Settings whose every adapter points at this test's sandbox."""
+def settings(sandbox_url: str, m2m_key_file: Path, settings_database_url: str) -> Settings:
+    """Settings whose every adapter points at this test's sandbox, with a migrated database."""
     return Settings(
+        database_url=settings_database_url,
         shopify=ShopifySettings(base_url=f"{sandbox_url}/shopify", timeout_seconds=5),
         netsuite=NetSuiteSettings(base_url=f"{sandbox_url}/netsuite", private_key_file=m2m_key_file, timeout_seconds=5),
         wms=WmsSettings(base_url=f"{sandbox_url}/wms", timeout_seconds=5),
@@ -90,3 +103,37 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+POSTGRES_URL = os.environ.get("ORDERFLOW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A database migrated to head: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'orderflow.db'}"
+        upgrade(url)
+        db = Database(url)
+        try:
+            yield db
+        finally:
+            await db.dispose()
+        return
+    schema = f"of_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_plain(POSTGRES_URL), autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        upgrade(POSTGRES_URL, schema=schema)
+        db = Database(POSTGRES_URL, schema=schema)
+        try:
+            yield db
+        finally:
+            await db.dispose()
+    finally:
+        with psycopg.connect(_plain(POSTGRES_URL), autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

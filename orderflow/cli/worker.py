@@ -25,7 +25,13 @@ def worker(
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Run a worker: the order-to-cash saga and its activities, against the systems in settings."""
-    asyncio.run(_run(task_queue=task_queue, address=address, namespace=namespace))
+    from orderflow.store.db import DatabaseNotMigratedError
+
+    try:
+        asyncio.run(_run(task_queue=task_queue, address=address, namespace=namespace))
+    except DatabaseNotMigratedError as exc:
+        typer.secho(f"the worker will not start: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
 
 
 async def _run(*, task_queue: str, address: str, namespace: str) -> None:

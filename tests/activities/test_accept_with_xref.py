@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 import pytest
-from store.conftest import database  # noqa: F401  (the store's fixture: every test here runs on both databases)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -26,7 +25,7 @@ BUYER = "shopify-customer-207119551"
 
 
 @pytest.fixture
-def xref(database: Database) -> CrossReferences:  # noqa: F811
+def xref(database: Database) -> CrossReferences:
     """The cross-references in a freshly migrated database."""
     return CrossReferences(database)
 
