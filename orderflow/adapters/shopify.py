@@ -450,11 +450,21 @@ def _rest_discounts(
     return discounts
 
 
+def shopify_id(value: Any, field: str) -> str:
+    """A Shopify REST id (a positive integer, or its digits) as a string; anything else is refused by name."""
+    # bool is an int in Python, and `True` is no order id.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+        return value
+    raise _rejected(f"{field} must be a positive integer id, got {value!r}"[:200], field)
+
+
 def order_from_webhook(payload: Mapping[str, Any]) -> Order:
     """A REST-shaped `orders/create` (or `orders/cancelled`) webhook body as a canonical order."""
-    order_id = payload.get("id")
-    if order_id is None:
+    if payload.get("id") is None:
         raise _rejected("order has no id", "id")
+    order_id = shopify_id(payload.get("id"), "id")
     currency = str(payload.get("currency") or "")
     email = payload.get("email") or payload.get("contact_email") or None
     shipping = payload.get("shipping_address")
@@ -473,7 +483,7 @@ def order_from_webhook(payload: Mapping[str, Any]) -> Order:
             )
         lines.append(
             OrderLine(
-                line_id=str(item.get("id")),
+                line_id=shopify_id(item.get("id"), f"line_items[{i}].id"),
                 sku=sku,
                 name=item.get("name") or item.get("title") or "",
                 quantity=item.get("quantity") or 0,

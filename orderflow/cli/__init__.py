@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import db, demo, dev, orders, sandbox, worker
+from orderflow.cli import db, demo, dev, inbox, orders, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -15,6 +15,8 @@ app = typer.Typer(
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(orders.app, name="orders")
 app.add_typer(db.app, name="db")
+app.add_typer(inbox.app, name="inbox")
+app.add_typer(xref.app, name="xref")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)

@@ -478,7 +478,7 @@ class CarrierSimulator(Simulator):
         return parsed
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_{self.ctx.random.getrandbits(128):032x}"
+        return f"{prefix}_{self.ctx.ids.getrandbits(128):032x}"
 
     def _next_seq(self) -> int:
         self.state.seq += 1

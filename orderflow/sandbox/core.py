@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import random
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,6 +88,10 @@ class SandboxContext:
         self.faults = FaultInjector(seed=config.seed)
         self.outbox = WebhookOutbox(self.clock, time_scale=config.webhook_time_scale, seed=config.seed)
         self.random = random.Random(config.seed)
+        # Identifiers (event ids, object ids) come from their own dice, seeded once per process and
+        # never reseeded: a vendor never reuses an event id, and orderflow's inbox deduplicates on
+        # them, so a reset (or restarted) sandbox must not repeat one.
+        self.ids = random.Random(f"{config.seed}:{time.time_ns()}")
 
     def reseed(self) -> None:
         """Reset the dice so a reset sandbox replays the same random choices."""

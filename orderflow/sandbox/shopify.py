@@ -598,7 +598,7 @@ class ShopifySimulator(Simulator):
         return self._ID_BASES[kind] + self._id_offset + n
 
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self.ctx.random.getrandbits(128), version=4))
+        return str(uuid.UUID(int=self.ctx.ids.getrandbits(128), version=4))
 
     @staticmethod
     def _location_of_wms(wms_location_id: int) -> int:

@@ -546,7 +546,7 @@ class WmsSimulator(Simulator):
 
     def _event_id(self) -> str:
         alphabet = string.ascii_letters + string.digits
-        return "msg_" + "".join(self.ctx.random.choices(alphabet, k=27))
+        return "msg_" + "".join(self.ctx.ids.choices(alphabet, k=27))
 
     def _emit(self, topic: str, payload: dict[str, Any]) -> None:
         self.ctx.outbox.emit(self.name, topic, payload, event_id=self._event_id())

@@ -1,44 +1,78 @@
-"""The webhook service: one FastAPI app with a router per source, and the Temporal gateway behind them."""
+"""The webhook service: one FastAPI app with a router per source, the inbox and its relay behind them."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-from orderflow.settings import Settings, get_settings
+from fastapi import FastAPI
+
+from orderflow.settings import Settings, database_url, get_settings
+from orderflow.store.db import Database
 from orderflow.webhooks import carrier, shopify, wms
-from orderflow.webhooks.dispatch import TemporalGateway, TemporalUnavailableError, log
+from orderflow.webhooks.dispatch import Source, TemporalGateway
+from orderflow.webhooks.inbox import WebhookInbox
+from orderflow.webhooks.orders import orders_router
+from orderflow.webhooks.relay import Relay
 
-# Long enough for a restarting dev server, short against the vendors' own retry schedules.
-RETRY_AFTER_SECONDS = 30
+SOURCES: dict[str, Source] = {source.name: source for source in (shopify.SOURCE, wms.SOURCE, carrier.SOURCE)}
 
 
-async def temporal_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    """Answer 503 when Temporal is away, so the vendor keeps the webhook and sends it again."""
-    reason = exc.reason if isinstance(exc, TemporalUnavailableError) else str(exc)
-    log.warning("webhook not dispatched, answered 503: %s", reason)
-    return JSONResponse(
-        {"detail": f"{reason}; retry later"},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+def create_app(
+    settings: Settings,
+    *,
+    temporal: TemporalGateway | None = None,
+    database: Database | None = None,
+    relay: bool = True,
+) -> FastAPI:
+    """The webhook service for these settings; Temporal and the database from the environment unless given.
+
+    On startup it refuses an unmigrated database and starts the relay (unless `relay=False`).
+    """
+    owned = database is None
+    db = database if database is not None else Database(database_url(settings))
+    gateway = temporal if temporal is not None else TemporalGateway.from_env()
+    inbox = WebhookInbox(database=db, settings=settings, temporal=gateway, sources=SOURCES)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await db.require_migrated()
+        task = asyncio.create_task(Relay(inbox).run(), name="inbox relay") if relay else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if owned:
+                await db.dispose()
+
+    app = FastAPI(
+        title="orderflow webhooks",
+        summary="Verified vendor webhooks, stored in the inbox and dispatched to order sagas.",
+        lifespan=lifespan,
     )
-
-
-def create_app(settings: Settings, *, temporal: TemporalGateway | None = None) -> FastAPI:
-    """The webhook service for these settings; Temporal from the environment unless a gateway is given."""
-    app = FastAPI(title="orderflow webhooks", summary="Verified vendor webhooks, dispatched to order sagas.")
     app.state.settings = settings
-    app.state.temporal = temporal if temporal is not None else TemporalGateway.from_env()
+    app.state.temporal = gateway
+    app.state.inbox = inbox
     app.include_router(shopify.router)
     app.include_router(wms.router)
     app.include_router(carrier.router)
-    app.add_exception_handler(TemporalUnavailableError, temporal_unavailable)
+    # The read API of the order view: status reads that never touch Temporal or the ERP.
+    app.include_router(orders_router(db))
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the service answers; says whether it has reached Temporal yet, without calling it."""
-        gateway: TemporalGateway = app.state.temporal
-        return {"status": "ok", "temporal": "connected" if gateway.connected else "not connected yet"}
+    async def healthz() -> dict[str, Any]:
+        """Liveness, without calling Temporal or the database: whether Temporal was reached, and refusals so far."""
+        return {
+            "status": "ok",
+            "temporal": "connected" if gateway.connected else "not connected yet",
+            "refused": dict(inbox.refusals),
+        }
 
     return app
 

@@ -1,21 +1,24 @@
-"""Dispatch from the webhook routes to Temporal: start an order's saga, or signal the saga already running.
+"""Dispatch from the webhook sources to Temporal: start an order's saga, or signal the saga already running.
 
-The routes verify and map; this layer only talks to Temporal, so the durable inbox (issue 4) can
-slot in between the two. It also holds the one decision about an unreachable Temporal: every
-connection or RPC failure that means "try again later" becomes `TemporalUnavailableError`, which
-the app answers with 503 so the vendor retries.
+Each source (Shopify, the WMS, the carrier) is a `Source`: how to verify a request, how to name
+its event, and how to map a stored delivery to a start or a signal. The inbox stores what the
+routes verified and dispatches it through the `TemporalGateway`. Every connection or RPC failure
+that means "try again later" becomes `TemporalUnavailableError`: the delivery stays pending in
+the inbox and the relay dispatches it once Temporal is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -47,6 +50,9 @@ WORKFLOW_TYPE = "OrderToCash"
 # Vendors give up on a slow endpoint (Shopify after 5 s), so no Temporal call may take longer.
 RPC_TIMEOUT = timedelta(seconds=4)
 CONNECT_TIMEOUT_SECONDS = 4.0
+# After a failed connect, webhooks arriving in the next moment do not each try again: during an
+# outage at a flash sale's rate that would be hundreds of doomed connects a second.
+RECONNECT_PAUSE_SECONDS = 1.0
 # Statuses that mean "Temporal cannot take this now", as opposed to "this request is wrong".
 UNAVAILABLE_STATUSES = frozenset(
     {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
@@ -75,9 +81,59 @@ class WebhookReceipt(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["started", "duplicate", "signalled", "ignored"]
+    status: Literal["started", "duplicate", "signalled", "ignored", "pending", "failed"]
     order_keys: list[str] = []
     reason: str | None = None
+
+
+class Rejection(Exception):
+    """A delivery that cannot be mapped: the HTTP answer, and the errors the inbox keeps for an operator."""
+
+    def __init__(
+        self, status_code: int, detail: str | dict[str, Any], errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.errors = errors if errors is not None else [{"loc": [], "msg": str(detail)}]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An authentic delivery as the inbox stored it: all a source needs to map and dispatch it again."""
+
+    inbox_id: int
+    source: str
+    topic: str
+    event_id: str
+    headers: Mapping[str, str]
+    body: bytes
+    received_at: datetime
+
+    @property
+    def received_at_epoch_ms(self) -> int:
+        """When it arrived, in epoch milliseconds (what a saga records as the order's arrival)."""
+        return int(self.received_at.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One vendor's webhooks: how to verify them, name their event, and dispatch a stored delivery."""
+
+    name: str
+    # Lower-case names of the headers the inbox keeps; never a signature.
+    kept_headers: frozenset[str]
+    # The reason a request is not authentic, or None when it is.
+    verify: Callable[[bytes, Mapping[str, str], Settings], str | None]
+    # The topic and the vendor's event id of an authentic request.
+    identify: Callable[[bytes, Mapping[str, str]], tuple[str, str]]
+    # Map a delivery and start or signal its sagas; raises `Rejection` or `TemporalUnavailableError`.
+    handle: Callable[[Delivery, Settings, TemporalGateway], Awaitable[WebhookReceipt]]
+
+
+def body_digest(topic: str, raw: bytes) -> str:
+    """An event id for a delivery that carries none: the same topic and body are the same event."""
+    return "sha256:" + hashlib.sha256(topic.encode() + b"\n" + raw).hexdigest()
 
 
 def ignored(reason: str) -> WebhookReceipt:
@@ -117,6 +173,7 @@ class TemporalGateway:
         self.task_queue = task_queue
         self._client = client
         self._connecting = asyncio.Lock()
+        self._unreachable: tuple[float, str] | None = None  # (monotonic time, reason) of the last failed connect
 
     @classmethod
     def from_env(cls, *, task_queue: str = TASK_QUEUE) -> TemporalGateway:
@@ -138,14 +195,17 @@ class TemporalGateway:
             return self._client
         async with self._connecting:
             if self._client is None:
+                loop = asyncio.get_running_loop()
+                if self._unreachable is not None and loop.time() - self._unreachable[0] < RECONNECT_PAUSE_SECONDS:
+                    raise TemporalUnavailableError(self._unreachable[1])
                 try:
                     async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                         self._client = await connect(self.address, self.namespace)
                 # The SDK reports a failed connect as a bare RuntimeError ("Failed client connect").
                 except (RuntimeError, TimeoutError) as exc:
-                    raise TemporalUnavailableError(
-                        f"cannot connect to Temporal at {self.address} (namespace {self.namespace}): {exc}"
-                    ) from exc
+                    reason = f"cannot connect to Temporal at {self.address} (namespace {self.namespace}): {exc}"
+                    self._unreachable = (loop.time(), reason)
+                    raise TemporalUnavailableError(reason) from exc
                 log.info("connected to Temporal at %s, namespace %s", self.address, self.namespace)
             return self._client
 

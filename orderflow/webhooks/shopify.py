@@ -1,16 +1,18 @@
 """Shopify's webhooks: `orders/create` starts an order's saga, `orders/cancelled` cancels it.
 
 Shopify retries a failed delivery 8 times over 4 hours and then deletes the subscription, so the
-handler answers 2xx to everything authentic it cannot act on (an unknown order, another topic) and
-keeps a non-2xx for what a retry can fix: 401 (a secret being rotated), 503 (Temporal away).
+service answers 2xx to everything authentic it has stored (an unknown order, another topic, a
+Temporal outage) and keeps a non-2xx for what a retry or an operator can fix: 401 (a secret being
+rotated), 400/422 (a body the mapping refuses; stored as rejected for `orderflow inbox replay`),
+503 (the inbox's database away).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Request, Response
 
 from orderflow.adapters.errors import ValidationRejectedError
 from orderflow.adapters.shopify import (
@@ -20,17 +22,24 @@ from orderflow.adapters.shopify import (
     webhook_secrets,
 )
 from orderflow.canonical.saga import SIGNAL_CANCEL, CancelRequest, CancelSource
+from orderflow.settings import Settings
 from orderflow.webhooks.dispatch import (
-    GatewayDep,
-    SettingsDep,
+    Delivery,
+    Rejection,
+    Source,
     StartOutcome,
+    TemporalGateway,
     WebhookReceipt,
+    body_digest,
     ignored,
     log,
     parse_body,
 )
+from orderflow.webhooks.inbox import InboxDep
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+MAPPING_ERRORS = (ValidationRejectedError, ValueError, TypeError, AttributeError, KeyError)
 
 
 def rejection(exc: Exception) -> dict[str, Any]:
@@ -47,22 +56,33 @@ def rejection(exc: Exception) -> dict[str, Any]:
     return {"reason": f"not a Shopify order this service can take: {exc}"}
 
 
-@router.post("/shopify")
-async def receive_shopify(
-    request: Request,
-    settings: SettingsDep,
-    temporal: GatewayDep,
-    topic: Annotated[str, Header(alias="X-Shopify-Topic")] = "",
-    signature: Annotated[str | None, Header(alias="X-Shopify-Hmac-Sha256")] = None,
-    shop_domain: Annotated[str | None, Header(alias="X-Shopify-Shop-Domain")] = None,
-    event_id: Annotated[str | None, Header(alias="X-Shopify-Event-Id")] = None,
-) -> WebhookReceipt:
-    """Verify a Shopify webhook over its raw body, then start or cancel the order's saga."""
-    received_at_epoch_ms = time.time_ns() // 1_000_000
-    raw = await request.body()
-    if not verify_webhook(raw, signature, webhook_secrets(settings.shopify)):
-        log.warning("shopify webhook refused: bad HMAC (shop %s, topic %s, event %s)", shop_domain, topic, event_id)
-        raise HTTPException(401, "X-Shopify-Hmac-Sha256 is missing or does not match the body and the client secret")
+def refused(exc: Exception) -> Rejection:
+    """A 422 for a body the mapping refused, with the errors an operator reads in the inbox."""
+    detail = rejection(exc)
+    errors = detail.get("errors") or [
+        {"loc": [detail["field"]] if detail.get("field") else [], "msg": detail["reason"]}
+    ]
+    return Rejection(422, detail, errors)
+
+
+def verify(raw: bytes, headers: Mapping[str, str], settings: Settings) -> str | None:
+    """Why a request is not signed by Shopify with our client secret (or the previous one), or None."""
+    if verify_webhook(raw, headers.get("x-shopify-hmac-sha256"), webhook_secrets(settings.shopify)):
+        return None
+    return "X-Shopify-Hmac-Sha256 is missing or does not match the body and the client secret"
+
+
+def identify(raw: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
+    """The topic, and `X-Shopify-Event-Id` (the documented dedupe key), else the webhook id, else the body."""
+    topic = headers.get("x-shopify-topic", "")
+    event_id = headers.get("x-shopify-event-id") or headers.get("x-shopify-webhook-id")
+    return topic, event_id or body_digest(topic, raw)
+
+
+async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
+    """Start the saga of a created order, or signal cancel to a cancelled order's saga."""
+    topic, event_id = delivery.topic, delivery.event_id
+    shop_domain = delivery.headers.get("x-shopify-shop-domain")
     # One app's secret signs for every store it is installed on; only the configured store's orders count.
     if shop_domain and shop_domain != settings.shopify.shop_domain:
         return ignored(f"shop {shop_domain} is not the configured store {settings.shopify.shop_domain}")
@@ -70,17 +90,17 @@ async def receive_shopify(
         return ignored(f"topic {topic!r} starts or changes no saga")
 
     try:
-        payload = parse_body(raw, f"Shopify {topic}")
+        payload = parse_body(delivery.body, f"Shopify {topic}")
     except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise Rejection(400, str(exc)) from exc
 
     if topic == "orders/create":
         try:
             order = order_from_webhook(payload)
-        except (ValidationRejectedError, ValueError, TypeError, AttributeError, KeyError) as exc:
+        except MAPPING_ERRORS as exc:
             log.warning("shopify orders/create refused (event %s): %s", event_id, exc)
-            raise HTTPException(422, rejection(exc)) from exc
-        outcome = await temporal.start_order(order, received_at_epoch_ms=received_at_epoch_ms)
+            raise refused(exc) from exc
+        outcome = await temporal.start_order(order, received_at_epoch_ms=delivery.received_at_epoch_ms)
         log.info("shopify orders/create %s (event %s): %s", order.key, event_id, outcome.value)
         if outcome is StartOutcome.DUPLICATE:
             return WebhookReceipt(
@@ -90,8 +110,8 @@ async def receive_shopify(
 
     try:
         cancellation = cancellation_from_webhook(payload)
-    except (ValidationRejectedError, ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise HTTPException(422, rejection(exc)) from exc
+    except MAPPING_ERRORS as exc:
+        raise refused(exc) from exc
     request_cancel = CancelRequest(
         # The channel asked, so the saga compensates without cancelling on Shopify again.
         source=CancelSource.CHANNEL,
@@ -103,3 +123,28 @@ async def receive_shopify(
         return ignored(f"no running saga for {cancellation.order_key}")
     log.info("shopify orders/cancelled %s (event %s): cancel signalled", cancellation.order_key, event_id)
     return WebhookReceipt(status="signalled", order_keys=[cancellation.order_key])
+
+
+SOURCE = Source(
+    name="shopify",
+    kept_headers=frozenset(
+        {
+            "content-type",
+            "x-shopify-topic",
+            "x-shopify-event-id",
+            "x-shopify-webhook-id",
+            "x-shopify-shop-domain",
+            "x-shopify-triggered-at",
+            "x-shopify-api-version",
+        }
+    ),
+    verify=verify,
+    identify=identify,
+    handle=handle,
+)
+
+
+@router.post("/shopify")
+async def receive_shopify(request: Request, inbox: InboxDep) -> Response:
+    """Verify a Shopify webhook over its raw body, store it in the inbox, then start or cancel the order's saga."""
+    return await inbox.receive(request, SOURCE)

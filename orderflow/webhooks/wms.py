@@ -7,39 +7,53 @@ adds them up until every line has shipped.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from collections.abc import Mapping
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Request, Response
 
 from orderflow.adapters.wms import shipments_from_webhook, verify_webhook
 from orderflow.canonical.saga import SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirmed, order_key_from_reference
-from orderflow.webhooks.dispatch import GatewayDep, SettingsDep, WebhookReceipt, ignored, log, parse_body
+from orderflow.settings import Settings
+from orderflow.webhooks.dispatch import (
+    Delivery,
+    Rejection,
+    Source,
+    TemporalGateway,
+    WebhookReceipt,
+    body_digest,
+    ignored,
+    log,
+    parse_body,
+)
+from orderflow.webhooks.inbox import InboxDep
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-@router.post("/wms")
-async def receive_wms(
-    request: Request,
-    settings: SettingsDep,
-    temporal: GatewayDep,
-    topic: Annotated[str, Header(alias="x-webhook-topic")] = "",
-    delivery_id: Annotated[str | None, Header(alias="webhook-id")] = None,
-) -> WebhookReceipt:
-    """Verify a warehouse webhook (Standard Webhooks) and signal each shipment to its order's saga."""
-    raw = await request.body()
-    if not verify_webhook(raw, dict(request.headers), settings.wms.webhook_secret, now=time.time()):
-        log.warning("wms webhook refused: bad or stale signature (topic %s, delivery %s)", topic, delivery_id)
-        raise HTTPException(401, "webhook-signature is missing, stale or does not match the body and the secret")
-    if topic != "order.shipped":
-        return ignored(f"topic {topic!r} changes no saga")
+def verify(raw: bytes, headers: Mapping[str, str], settings: Settings) -> str | None:
+    """Why a request is not a fresh Standard Webhooks delivery signed with our secret, or None."""
+    if verify_webhook(raw, dict(headers), settings.wms.webhook_secret, now=time.time()):
+        return None
+    return "webhook-signature is missing, stale or does not match the body and the secret"
+
+
+def identify(raw: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
+    """The topic, and the WMS's own delivery id (`webhook-id`, which the signature covers)."""
+    topic = headers.get("x-webhook-topic", "")
+    return topic, headers.get("webhook-id") or body_digest(topic, raw)
+
+
+async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
+    """Signal each shipment of an `order.shipped` to its order's saga."""
+    if delivery.topic != "order.shipped":
+        return ignored(f"topic {delivery.topic!r} changes no saga")
 
     try:
-        shipments = shipments_from_webhook(parse_body(raw, "WMS order.shipped"))
+        shipments = shipments_from_webhook(parse_body(delivery.body, "WMS order.shipped"))
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise HTTPException(422, f"order.shipped does not describe a labelled shipment: {exc}") from exc
+        raise Rejection(422, f"order.shipped does not describe a labelled shipment: {exc}") from exc
     if not shipments:
-        raise HTTPException(422, "order.shipped carries no shipment with tracking")
+        raise Rejection(422, "order.shipped carries no shipment with tracking")
 
     signalled: list[str] = []
     reasons: list[str] = []
@@ -48,10 +62,25 @@ async def receive_wms(
         if key is None:
             reasons.append(f"shipment {shipment.shipment_id}: {shipment.reference!r} is not an orderflow order")
         elif await temporal.signal_order(key, SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirmed(shipment=shipment)):
-            log.info("wms shipment %s of %s (delivery %s): signalled", shipment.shipment_id, key, delivery_id)
+            log.info("wms shipment %s of %s (delivery %s): signalled", shipment.shipment_id, key, delivery.event_id)
             signalled.append(key)
         else:
             reasons.append(f"shipment {shipment.shipment_id}: no running saga for {key}")
     if not signalled:
         return ignored("; ".join(reasons))
     return WebhookReceipt(status="signalled", order_keys=signalled, reason="; ".join(reasons) or None)
+
+
+SOURCE = Source(
+    name="wms",
+    kept_headers=frozenset({"content-type", "x-webhook-topic", "webhook-id", "webhook-timestamp"}),
+    verify=verify,
+    identify=identify,
+    handle=handle,
+)
+
+
+@router.post("/wms")
+async def receive_wms(request: Request, inbox: InboxDep) -> Response:
+    """Verify a warehouse webhook (Standard Webhooks), store it, and signal each shipment to its order's saga."""
+    return await inbox.receive(request, SOURCE)

@@ -1,4 +1,4 @@
-"""The webhook service under test: its app over ASGI, the real dev server, and a stand-in saga on a fresh queue."""
+"""The webhook service under test: its app over ASGI with a migrated inbox, the real dev server, a stand-in saga."""
 
 from __future__ import annotations
 
@@ -10,11 +10,15 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+# The store tests' fixture: a migrated database on SQLite and on PostgreSQL, for the inbox's own tests.
 from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -22,8 +26,10 @@ from temporalio.worker import Worker
 
 from orderflow.canonical import Channel, order_key
 from orderflow.settings import Settings
+from orderflow.store.db import Database, upgrade
 from orderflow.webhooks.app import create_app
 from orderflow.webhooks.dispatch import TemporalGateway
+from orderflow.webhooks.inbox import WebhookInbox
 
 from .saga_stand_in import QUERY_RECORDING, OrderToCashStandIn, Recording
 
@@ -94,6 +100,7 @@ class WebhookHarness:
     gateway: TemporalGateway
     task_queue: str
     settings: Settings
+    inbox: WebhookInbox
     keys: list[str] = field(default_factory=list)
 
     def new_order_id(self) -> str:
@@ -140,18 +147,46 @@ class WebhookHarness:
             await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def served(
+    settings: Settings, gateway: TemporalGateway, database: Database
+) -> AsyncIterator[tuple[httpx.AsyncClient, WebhookInbox]]:
+    """The webhook app over ASGI, started as uvicorn starts it (lifespan), with the relay left to the test."""
+    app = create_app(settings, temporal=gateway, database=database, relay=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://webhooks") as http,
+    ):
+        yield http, app.state.inbox
+
+
 @pytest.fixture
-async def harness(dev_server: WorkflowEnvironment, settings: Settings) -> AsyncIterator[WebhookHarness]:
+async def inbox_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite inbox of this test's own (the store tests cover PostgreSQL too)."""
+    url = f"sqlite:///{tmp_path / 'inbox.db'}"
+    upgrade(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def harness(
+    dev_server: WorkflowEnvironment, settings: Settings, inbox_db: Database
+) -> AsyncIterator[WebhookHarness]:
     """The webhook app connected (lazily, as in production) to the dev server, a stand-in saga on its own queue."""
     client = dev_server.client
     task_queue = f"webhooks-{uuid.uuid4()}"
     gateway = TemporalGateway(client.service_client.config.target_host, client.namespace, task_queue=task_queue)
-    app = create_app(settings, temporal=gateway)
     async with (
         Worker(client, task_queue=task_queue, workflows=[OrderToCashStandIn]),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://webhooks") as http,
+        served(settings, gateway, inbox_db) as (http, inbox),
     ):
-        state = WebhookHarness(app=http, temporal=client, gateway=gateway, task_queue=task_queue, settings=settings)
+        state = WebhookHarness(
+            app=http, temporal=client, gateway=gateway, task_queue=task_queue, settings=settings, inbox=inbox
+        )
         yield state
     for key in state.keys:
         # Leave no stand-in running for a later test's visibility queries to find.

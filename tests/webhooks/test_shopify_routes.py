@@ -101,7 +101,12 @@ async def test_a_body_signed_with_the_previous_secret_is_accepted_during_a_rotat
         client_secret="shpss_new_secret_after_rotation",
         previous_client_secret=settings.shopify.client_secret,
     )
-    app = create_app(settings.model_copy(update={"shopify": rotated}), temporal=harness.gateway)
+    app = create_app(
+        settings.model_copy(update={"shopify": rotated}),
+        temporal=harness.gateway,
+        database=harness.inbox.database,
+        relay=False,
+    )
     order_id = harness.new_order_id()
     raw = json.dumps(shopify_order(order_id)).encode()
     old_secret = settings.shopify.client_secret.get_secret_value()
