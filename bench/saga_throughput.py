@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.sandbox.credentials import ensure_m2m_keypair, public_key_path
     from orderflow.sandbox.server import BackgroundServer
     from orderflow.settings import CarrierSettings, NetSuiteSettings, Settings, ShopifySettings, WmsSettings
+    from orderflow.store.db import upgrade
     from orderflow.temporal import SEARCH_ATTRIBUTE_KEYS
     from orderflow.webhooks.app import create_app as create_webhook_app
     from orderflow.webhooks.dispatch import TemporalGateway
@@ -112,7 +113,11 @@ def sandbox_config(key_file: Path, *, vendor_quotas: bool) -> SandboxConfig:
 
 def settings_for(sandbox_url: str, key_file: Path) -> Settings:
     """Every adapter pointed at the in-process sandbox."""
+    # The inbox and the order view live in a fresh SQLite file beside the key, migrated like production.
+    database = f"sqlite:///{key_file.parent / 'orderflow.db'}"
+    upgrade(database)
     return Settings(
+        database_url=database,
         shopify=ShopifySettings(base_url=f"{sandbox_url}/shopify"),
         netsuite=NetSuiteSettings(base_url=f"{sandbox_url}/netsuite", private_key_file=key_file),
         wms=WmsSettings(base_url=f"{sandbox_url}/wms"),
