@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from fake_systems import FakeSystems, make_order, shipment_for
-from store import conftest as store_fixtures
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -19,7 +18,6 @@ from orderflow.store.order_view import OrderViews
 from orderflow.workflows.order_to_cash import OrderToCash
 
 # The store's fixture: a freshly migrated database, once per backend.
-database = store_fixtures.database
 
 
 def with_real_view(systems: FakeSystems, db: Database) -> list[Callable[..., Any]]:
