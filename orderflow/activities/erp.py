@@ -194,8 +194,14 @@ class ErpActivities:
     async def record_fulfillment(self, input: ConfirmShipmentInput) -> RecordFulfillmentResult:
         """Record a shipment as an item fulfillment of the sales order, once per shipment."""
         external_id = idempotency_key(input.order.key, f"fulfil-{input.shipment.shipment_id}")
+        skus = sorted({line.sku for line in input.shipment.lines})
+        # A channel SKU need not be the ERP's item name; the cross-references say which item it is.
+        mapped = await self.xref.skus(input.order.channel, skus) if self.xref is not None else {}
+        item_ids = {sku: xref.erp_item_id for sku, xref in mapped.items()}
         with translated_failures():
-            ref = await self.netsuite.fulfill_sales_order(input.erp_order_id, input.shipment, external_id=external_id)
+            ref = await self.netsuite.fulfill_sales_order(
+                input.erp_order_id, input.shipment, external_id=external_id, item_ids=item_ids
+            )
         return RecordFulfillmentResult(fulfillment=ref)
 
     @activity.defn

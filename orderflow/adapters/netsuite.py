@@ -781,10 +781,18 @@ class NetSuiteClient:
         return ErpDocumentRef(record_type=target, erp_id=existing, external_id=external_id)
 
     async def _plan_lines(
-        self, source: Mapping[str, Any], wanted: Mapping[str, int], remaining_field: str | None
+        self,
+        source: Mapping[str, Any],
+        wanted: Mapping[str, int],
+        remaining_field: str | None,
+        *,
+        item_ids: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Spread SKU quantities over the source's lines; every other line is left out explicitly."""
-        ids = {sku: item.erp_item_id for sku, item in (await self.find_items_by_sku(list(wanted))).items()}
+        ids = {sku: item_id for sku, item_id in (item_ids or {}).items() if sku in wanted}
+        by_name = [sku for sku in wanted if sku not in ids]
+        if by_name:
+            ids.update({sku: item.erp_item_id for sku, item in (await self.find_items_by_sku(by_name)).items()})
         unknown = sorted(set(wanted) - set(ids))
         if unknown:
             raise ValidationRejectedError(f"SKU(s) {', '.join(unknown)} are not NetSuite items", system=SYSTEM)
@@ -813,8 +821,19 @@ class NetSuiteClient:
             )
         return plan
 
-    async def fulfill_sales_order(self, erp_order_id: str, shipment: Shipment, *, external_id: str) -> ErpDocumentRef:
-        """Record a shipment as an item fulfillment of the sales order, with its tracking."""
+    async def fulfill_sales_order(
+        self,
+        erp_order_id: str,
+        shipment: Shipment,
+        *,
+        external_id: str,
+        item_ids: Mapping[str, str] | None = None,
+    ) -> ErpDocumentRef:
+        """Record a shipment as an item fulfillment of the sales order, with its tracking.
+
+        `item_ids` maps the shipment's SKUs to ERP item ids where the caller knows them (master-data
+        cross-references); the others are found by item name.
+        """
         _check_external_id(external_id)
         existing = await self._id_by_external_id("itemFulfillment", external_id)
         if existing is not None:
@@ -829,7 +848,7 @@ class NetSuiteClient:
             "memo": f"{tracking.carrier} {tracking.number}",
             # Field names of the package sublist depend on the account's shipping setup.
             "package": {"items": [{"packageTrackingNumber": tracking.number, "packageDescr": tracking.carrier}]},
-            "item": {"items": await self._plan_lines(order, wanted, "quantityFulfilled")},
+            "item": {"items": await self._plan_lines(order, wanted, "quantityFulfilled", item_ids=item_ids)},
         }
         return await self._transform_once("salesOrder", erp_order_id, "itemFulfillment", body, external_id)
 

@@ -9,6 +9,7 @@ what the ERP, the warehouse, the carrier and the store hold at the end.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
+from orderflow.adapters.netsuite import NetSuiteClient
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.canonical.saga import OrderSagaState, OrderStatus, OrderToCashResult, order_reference
 from orderflow.cli import app as cli_app
+from orderflow.sandbox.seed import CATALOG_BY_SKU
 from orderflow.sandbox.server import BackgroundServer
 from orderflow.settings import Settings
 from orderflow.webhooks.app import create_app
@@ -46,6 +49,9 @@ class Stack:
     client: Client
     sandbox: httpx.AsyncClient
     shopify: ShopifyClient
+    settings: Settings
+    http: httpx.AsyncClient
+    service_url: str
 
     async def place_order(self, lines: list[tuple[str, int]] = D2C_LINES) -> str:
         """Create an order in the sandbox store; the store sends `orders/create` to the webhook service."""
@@ -115,7 +121,14 @@ async def stack(
             response.raise_for_status()
         (await sandbox.put("/sandbox/demo", json={"wms_ship_after_seconds": 0.3})).raise_for_status()
         async with build_worker(dev_server.client, settings, http, task_queue=queue):
-            yield Stack(client=dev_server.client, sandbox=sandbox, shopify=ShopifyClient(http, settings.shopify))
+            yield Stack(
+                client=dev_server.client,
+                sandbox=sandbox,
+                shopify=ShopifyClient(http, settings.shopify),
+                settings=settings,
+                http=http,
+                service_url=hooks.url,
+            )
 
 
 def records(netsuite: dict[str, Any], record_type: str) -> list[dict[str, Any]]:
@@ -258,3 +271,44 @@ async def test_a_cancel_after_shipment_is_refused_by_the_cli_with_the_reason(
     assert retried.exit_code == 0, retried.output
     assert (await stack.finish(key)).status is OrderStatus.COMPLETED
     await assert_one_of_everything(stack, key)
+
+
+async def test_an_unmapped_sku_parks_then_completes_after_xref_set_and_retry(
+    stack: Stack, dev_server: WorkflowEnvironment
+) -> None:
+    # The ERP renumbers an item, as ERPs do: the channel's SKU no longer finds it by name.
+    sku = "WASH-M8-S"
+    item = CATALOG_BY_SKU[sku]
+    netsuite = NetSuiteClient(stack.http, stack.settings.netsuite)
+    await netsuite._call("PATCH", f"/record/v1/inventoryItem/{item.erp_item_id}", body={"itemId": "ERP-WASHER-M8-S"})
+
+    key = await stack.place_order([(sku, 1)])
+    parked = await until_parked(stack, key, "accept")
+    assert f"no ERP item for shopify SKU '{sku}'" in (parked.attention_reason or "")
+
+    # Operators find it in the order view: the read API and the CLI, neither asking Temporal.
+    database = stack.settings.database_url
+    assert database is not None
+    for _ in range(50):
+        view = (await stack.http.get(f"{stack.service_url}/orders/{key}")).json()
+        if view.get("needs_attention"):
+            break
+        await asyncio.sleep(0.1)
+    assert view["needs_attention"] and sku in view["attention_reason"]
+    listed = await orderflow_cli(
+        dev_server, "orders", "list", "--needs-attention", "--json", "--database-url", database
+    )
+    assert listed.exit_code == 0, listed.output
+    assert key in {row["key"] for row in json.loads(listed.output)}
+
+    mapped = await orderflow_cli(
+        dev_server, "xref", "set", "sku", "shopify", sku, "--erp-item", item.erp_item_id, "--url", database
+    )
+    assert mapped.exit_code == 0, mapped.output
+    retried = await orderflow_cli(dev_server, "orders", "retry", key)
+    assert retried.exit_code == 0, retried.output
+
+    result = await stack.finish(key)
+    assert result.status is OrderStatus.COMPLETED, result.state.model_dump_json()
+    erp_order = await netsuite.get_sales_order(external_id=order_reference(key))
+    assert [line.erp_item_id for line in erp_order.lines] == [item.erp_item_id]
