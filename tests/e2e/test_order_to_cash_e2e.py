@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from integration.test_shopify_contract import ORDER_CREATE, order_input
+from sqlalchemy import select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -30,6 +31,8 @@ from orderflow.cli import app as cli_app
 from orderflow.sandbox.seed import CATALOG_BY_SKU
 from orderflow.sandbox.server import BackgroundServer
 from orderflow.settings import Settings
+from orderflow.store.db import Database
+from orderflow.store.inbox import InboxEvent
 from orderflow.webhooks.app import create_app
 from orderflow.webhooks.dispatch import TemporalGateway
 from orderflow.worker import build_worker
@@ -312,3 +315,54 @@ async def test_an_unmapped_sku_parks_then_completes_after_xref_set_and_retry(
     assert result.status is OrderStatus.COMPLETED, result.state.model_dump_json()
     erp_order = await netsuite.get_sales_order(external_id=order_reference(key))
     assert [line.erp_item_id for line in erp_order.lines] == [item.erp_item_id]
+
+
+async def test_a_webhook_storm_leaves_one_saga_and_one_sales_order_per_order_and_counts_every_delivery(
+    stack: Stack,
+) -> None:
+    keys = [await stack.place_order() for _ in range(10)]
+    ids = {key.rsplit(":", 1)[1] for key in keys}
+
+    def ours(delivery: dict[str, Any]) -> bool:
+        return delivery["topic"] == "orders/create" and str(json.loads(delivery["body"])["id"]) in ids
+
+    originals: list[dict[str, Any]] = []
+    for _ in range(100):
+        deliveries = (await stack.sandbox.get("/sandbox/webhooks/deliveries", params={"system": "shopify"})).json()
+        originals = [d for d in deliveries if ours(d) and d["status"] == "delivered"]
+        if len(originals) == len(keys):
+            break
+        await asyncio.sleep(0.1)
+    assert len(originals) == len(keys)
+
+    # 30% exact duplicates: Shopify delivering the same event again (same X-Shopify-Event-Id).
+    for delivery in originals[:3]:
+        (await stack.sandbox.post(f"/sandbox/webhooks/deliveries/{delivery['id']}/replay")).raise_for_status()
+    # 10%: the same order under a new event id (an app re-triggering it). The HMAC covers only the body.
+    again = originals[3]
+    headers = {**again["headers_sent"], "X-Shopify-Event-Id": str(uuid.uuid4())}
+    response = await stack.http.post(f"{stack.service_url}/webhooks/shopify", content=again["body"], headers=headers)
+    assert response.status_code == 200, response.text
+
+    results = await asyncio.gather(*(stack.finish(key, timeout=120) for key in keys))
+    assert [r.status for r in results] == [OrderStatus.COMPLETED] * len(keys)
+
+    netsuite = await stack.state("netsuite")
+    for key in keys:
+        reference = order_reference(key)
+        assert len([r for r in records(netsuite, "salesOrder") if r.get("externalId") == reference]) == 1
+
+    # Every delivery is in the inbox: 10 events, 3 of them delivered twice, and 1 under a second event id.
+    assert stack.settings.database_url is not None
+    database = Database(stack.settings.database_url)
+    try:
+        async with database.session() as session:
+            rows = (
+                (await session.execute(select(InboxEvent).where(InboxEvent.topic == "orders/create"))).scalars().all()
+            )
+    finally:
+        await database.dispose()
+    mine = [row for row in rows if str(json.loads(row.body)["id"]) in ids]
+    assert len(mine) == len(keys) + 1
+    assert sum(row.deliveries for row in mine) == len(keys) + 3 + 1
+    assert sorted(row.status for row in mine).count("duplicate") == 1
