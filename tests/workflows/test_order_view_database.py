@@ -17,8 +17,6 @@ from orderflow.store.db import Database
 from orderflow.store.order_view import OrderViews
 from orderflow.workflows.order_to_cash import OrderToCash
 
-# The store's fixture: a freshly migrated database, once per backend.
-
 
 def with_real_view(systems: FakeSystems, db: Database) -> list[Callable[..., Any]]:
     """The stand-in systems, with the real order view activity in place of the stand-in."""
