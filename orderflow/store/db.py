@@ -76,12 +76,25 @@ def _connect_args(url: URL, schema: str | None) -> dict[str, Any]:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own BEGIN is deferred: a transaction that reads, then writes, fails at once with
+    # "database is locked" when another writer holds the lock (SQLite will not wait on a lock
+    # upgrade that could deadlock). orderflow begins every transaction itself: see `_begin_immediate`.
+    dbapi_connection.isolation_level = None
     # WAL lets the relay read while a webhook writes; a busy timeout rides out brief write locks.
     cursor = dbapi_connection.cursor()
+    # The busy timeout first: a connection opened while another writes must wait, even for its pragmas.
+    # 15 s, not 5: under a storm of concurrent webhooks on a loaded 2-core machine, waits past 5 s were
+    # seen (answered 503, so nothing was lost). SQLite is the development database; production runs
+    # PostgreSQL, which has no single write lock.
+    cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Take the write lock at the start, so concurrent writers queue on the busy timeout instead.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -98,6 +111,7 @@ class Database:
         )
         if target.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _begin_immediate)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
