@@ -1,6 +1,7 @@
 """Webhook ingest: ack latency of signed Shopify `orders/create` at fixed rates, inbox on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/webhook_ingest.py [--seconds 5] [--rates 50,200,500] [--temporal up,down] [--in-thread]
+    .venv/bin/python bench/webhook_ingest.py [--seconds 5] [--rates 50,200,500] [--temporal up,down]
+                                             [--in-thread] [--client raw|httpx]
 
 Prints JSON (no assertions): for each target (the webhook service with its inbox on SQLite, on
 PostgreSQL, and a bare FastAPI endpoint that answers 200) and each rate, the achieved rate, the
@@ -11,7 +12,9 @@ The load is open-loop: request i is sent at start + i/rate whatever became of th
 an `orders/create` with its own order id and event id, signed with the configured client secret.
 Each target is served by uvicorn in a subprocess of its own (as `orderflow dev` serves the webhook
 service), so the load generator does not share the server's GIL; `--in-thread` serves it from a
-thread of this process instead (`BackgroundServer`), to show what sharing costs. Temporal is a real
+thread of this process instead (`BackgroundServer`). The generator writes prepared HTTP/1.1 requests
+on kept-alive connections; `--client httpx` sends them with `httpx.AsyncClient` instead, which costs
+20 to 50 times the CPU per request and on 2 cores becomes what is measured. Temporal is a real
 dev server with no worker on the benchmark's task queue, so every webhook starts a saga that never
 runs ("up"), or a port nothing listens on, so every webhook is stored pending for the relay ("down").
 """
@@ -103,13 +106,14 @@ def bare_app() -> FastAPI:
 
 
 def app_for(spec: dict[str, Any]) -> tuple[FastAPI, Database | None]:
-    """The app a target serves, and the database it owns (closed by its lifespan only when it made it)."""
+    """The app a target serves, and the inbox's database (None for the bare endpoint)."""
     if spec["kind"] == "bare":
         return bare_app(), None
     database = Database(spec["database_url"], schema=spec["schema"])
     gateway = TemporalGateway(spec["temporal_address"], spec["namespace"], task_queue=spec["task_queue"])
     settings = Settings(database_url=spec["database_url"])
-    # The relay runs, as in production (it finds nothing: a row is only its to retry 15 s after arrival).
+    # The relay runs, as in production. A row is its to retry 15 s after the request's own attempt:
+    # Temporal down, each pass stops at the first refusal; up, it retries the starts that timed out.
     return create_app(settings, temporal=gateway, database=database), database
 
 
