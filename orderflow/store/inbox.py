@@ -19,14 +19,15 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderflow.store.db import Base, Database
@@ -72,10 +73,13 @@ class InboxEvent(Base):
 
 @dataclass(frozen=True)
 class Received:
-    """What storing a delivery found: the row, and whether this request was a redelivery of it."""
+    """What storing a delivery found: its row's id and standing, and whether this request was a redelivery."""
 
-    event: InboxEvent
+    id: int
     redelivery: bool
+    status: InboxStatus
+    # The sagas the row was dispatched to (comma-separated), for a redelivery's answer.
+    workflow_id: str | None
 
 
 def now() -> datetime:
@@ -88,10 +92,24 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _insert(session: AsyncSession) -> Any:
-    # ON CONFLICT DO NOTHING makes concurrent deliveries of one event race safely on the unique key.
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(InboxEvent)
+_TABLE: Table = InboxEvent.__table__  # type: ignore[assignment]
+# The hot path's one statement per webhook, built once per dialect so SQLAlchemy reuses its
+# compiled form: receiving is most of the webhook service's work under a flash sale.
+_RECEIVE_STATEMENTS: dict[str, Any] = {}
+
+
+def _receive_statement(dialect: str) -> Any:
+    statement = _RECEIVE_STATEMENTS.get(dialect)
+    if statement is None:
+        insert = postgresql.insert(_TABLE) if dialect == "postgresql" else sqlite.insert(_TABLE)
+        # An upsert, not "insert, else update": one round trip, and concurrent deliveries of one
+        # event still race safely on the unique key. A redelivery only counts itself on the row.
+        statement = insert.on_conflict_do_update(
+            index_elements=["source", "event_id"],
+            set_={"deliveries": _TABLE.c.deliveries + 1, "last_delivered_at": insert.excluded.last_delivered_at},
+        ).returning(_TABLE.c.id, _TABLE.c.deliveries, _TABLE.c.status, _TABLE.c.workflow_id)
+        _RECEIVE_STATEMENTS[dialect] = statement
+    return statement
 
 
 async def receive(
@@ -103,42 +121,37 @@ async def receive(
     headers: dict[str, str],
     body: bytes,
     received_at: datetime | None = None,
+    status: InboxStatus = InboxStatus.PENDING,
+    outcome: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    error: str | None = None,
 ) -> Received:
-    """Store a delivery as pending, or count it on the row already holding its event id."""
+    """Store a delivery (pending, or already settled when the edge decided it), or count a redelivery on its row."""
     at = received_at or now()
-    async with database.session() as session:
-        inserted = await session.execute(
-            _insert(session)
-            .values(
-                source=source,
-                event_id=event_id,
-                topic=topic,
-                headers=headers,
-                body=body,
-                received_at=at,
-                status=InboxStatus.PENDING.value,
-                deliveries=1,
-                last_delivered_at=at,
-                # The receiving request dispatches right after this write: that is the first attempt.
-                attempts=1,
-                last_attempt_at=at,
-            )
-            .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(InboxEvent.id)
-        )
-        new_id = inserted.scalar_one_or_none()
-        if new_id is None:
-            await session.execute(
-                update(InboxEvent)
-                .where(InboxEvent.source == source, InboxEvent.event_id == event_id)
-                .values(deliveries=InboxEvent.deliveries + 1, last_delivered_at=at)
-            )
-        row = (
-            await session.execute(
-                select(InboxEvent).where(InboxEvent.source == source, InboxEvent.event_id == event_id)
-            )
-        ).scalar_one()
-        return Received(event=row, redelivery=new_id is None)
+    settled = status is not InboxStatus.PENDING
+    values = {
+        "source": source,
+        "event_id": event_id,
+        "topic": topic,
+        "headers": headers,
+        "body": body,
+        "received_at": at,
+        "status": status.value,
+        "deliveries": 1,
+        "last_delivered_at": at,
+        "attempts": 0,
+        "last_attempt_at": None,
+        "last_error": error,
+        "errors": errors,
+        "outcome": outcome,
+        "workflow_id": None,
+        "settled_at": at if settled else None,
+    }
+    async with database.engine.begin() as connection:
+        row = (await connection.execute(_receive_statement(connection.dialect.name), values)).one()
+    return Received(
+        id=row.id, redelivery=row.deliveries > 1, status=InboxStatus(row.status), workflow_id=row.workflow_id
+    )
 
 
 async def claim(database: Database, event: InboxEvent) -> bool:
@@ -155,6 +168,115 @@ async def claim(database: Database, event: InboxEvent) -> bool:
     return claimed
 
 
+def _takeable(attempted_before: datetime) -> Any:
+    # Pending, and no dispatch under way: never attempted, or attempted by a dispatcher that has had
+    # longer than any dispatch takes (it crashed, or its replica went away) to settle it.
+    return (InboxEvent.status == InboxStatus.PENDING.value) & (
+        InboxEvent.last_attempt_at.is_(None) | (InboxEvent.last_attempt_at < attempted_before)
+    )
+
+
+async def claim_pending(database: Database, *, attempted_before: datetime, limit: int = 100) -> list[InboxEvent]:
+    """Take the next dispatch attempt of up to `limit` pending rows, oldest first, in one statement.
+
+    Concurrent relays (replicas) never take the same row: the condition is checked again on the
+    row being updated (PostgreSQL re-reads a row another transaction changed; SQLite has one writer).
+    """
+    oldest = (
+        select(InboxEvent.id)
+        .where(_takeable(attempted_before))
+        .order_by(InboxEvent.received_at, InboxEvent.id)
+        .limit(limit)
+        # PostgreSQL: rows another relay is claiming are skipped, not waited for, so concurrent relays
+        # take the next rows instead of none. (SQLite has one writer at a time and ignores this.)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(InboxEvent)
+        .where(InboxEvent.id.in_(oldest), _takeable(attempted_before))
+        .values(attempts=InboxEvent.attempts + 1, last_attempt_at=now())
+        .returning(InboxEvent)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.session() as session:
+        rows = list((await session.execute(statement)).scalars().all())
+    return sorted(rows, key=lambda row: (aware(row.received_at), row.id))
+
+
+async def release(database: Database, event_ids: Sequence[int]) -> None:
+    """Give back attempts taken but not made (the relay stopped early), so the next pass takes them at once."""
+    if not event_ids:
+        return
+    async with database.session() as session:
+        await session.execute(
+            update(InboxEvent)
+            .where(InboxEvent.id.in_(event_ids), InboxEvent.status == InboxStatus.PENDING.value)
+            .values(attempts=InboxEvent.attempts - 1, last_attempt_at=None)
+        )
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What one dispatch attempt came to, to be recorded on its row."""
+
+    event_id: int
+    status: InboxStatus
+    outcome: str | None = None
+    workflow_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+
+_SETTLE_PENDING = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("b_id"))
+    # The attempt is over: the row is free for the next relay pass at once, not after a grace.
+    .values(status=bindparam("b_status"), last_error=bindparam("b_error"), last_attempt_at=None)
+)
+_SETTLE_DONE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_error=bindparam("b_error"),
+        outcome=bindparam("b_outcome"),
+        workflow_id=bindparam("b_workflow_id"),
+        errors=bindparam("b_errors", type_=_TABLE.c.errors.type),
+        settled_at=bindparam("b_at"),
+    )
+)
+
+
+async def settle_all(database: Database, settlements: Sequence[Settlement]) -> None:
+    """Record what a pass of dispatch attempts did, in one transaction (one write for a whole burst)."""
+    at = now()
+    pending = [
+        {"b_id": s.event_id, "b_status": s.status.value, "b_error": s.error}
+        for s in settlements
+        if s.status is InboxStatus.PENDING
+    ]
+    done = [
+        {
+            "b_id": s.event_id,
+            "b_status": s.status.value,
+            "b_error": s.error,
+            "b_outcome": s.outcome,
+            "b_workflow_id": s.workflow_id,
+            "b_errors": s.errors,
+            "b_at": at,
+        }
+        for s in settlements
+        if s.status is not InboxStatus.PENDING
+    ]
+    if not settlements:
+        return
+    async with database.engine.begin() as connection:
+        if pending:
+            await connection.execute(_SETTLE_PENDING, pending)
+        if done:
+            await connection.execute(_SETTLE_DONE, done)
+
+
 async def settle(
     database: Database,
     event_id: int,
@@ -166,11 +288,7 @@ async def settle(
     error: str | None = None,
 ) -> None:
     """Record what a dispatch attempt did with a row: its status, outcome, workflow and errors."""
-    values: dict[str, Any] = {"status": status.value, "last_error": error}
-    if status is not InboxStatus.PENDING:
-        values |= {"outcome": outcome, "workflow_id": workflow_id, "errors": errors, "settled_at": now()}
-    async with database.session() as session:
-        await session.execute(update(InboxEvent).where(InboxEvent.id == event_id).values(**values))
+    await settle_all(database, [Settlement(event_id, status, outcome, workflow_id, errors, error)])
 
 
 async def get(database: Database, event_id: int) -> InboxEvent | None:
@@ -188,21 +306,6 @@ async def listing(
         query = query.where(InboxEvent.status == status.value)
     if source is not None:
         query = query.where(InboxEvent.source == source)
-    async with database.session() as session:
-        return (await session.execute(query)).scalars().all()
-
-
-async def pending(database: Database, *, attempted_before: datetime, limit: int = 100) -> Sequence[InboxEvent]:
-    """Pending rows in the order they were received, skipping any whose dispatch may still be under way."""
-    query = (
-        select(InboxEvent)
-        .where(
-            InboxEvent.status == InboxStatus.PENDING.value,
-            (InboxEvent.last_attempt_at.is_(None)) | (InboxEvent.last_attempt_at < attempted_before),
-        )
-        .order_by(InboxEvent.received_at, InboxEvent.id)
-        .limit(limit)
-    )
     async with database.session() as session:
         return (await session.execute(query)).scalars().all()
 

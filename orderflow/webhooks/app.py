@@ -40,6 +40,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await db.require_migrated()
+        # The relay dispatches every stored webhook; without it (tests), rows stay pending until a
+        # test runs a relay pass itself.
         task = asyncio.create_task(Relay(inbox).run(), name="inbox relay") if relay else None
         try:
             yield

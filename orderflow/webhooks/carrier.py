@@ -17,12 +17,14 @@ from orderflow.canonical.saga import SIGNAL_DELIVERY_RECORDED, DeliveryRecorded
 from orderflow.settings import Settings
 from orderflow.webhooks.dispatch import (
     Delivery,
+    Plan,
     Rejection,
     Source,
     TemporalGateway,
     WebhookReceipt,
     body_digest,
     ignored,
+    is_valid_tracking_number,
     log,
     parse_body,
 )
@@ -58,8 +60,8 @@ def identify(raw: bytes, _headers: Mapping[str, str]) -> tuple[str, str]:
     return topic[:255], body_digest(topic, raw)
 
 
-async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
-    """Record a tracker's outcome on the sagas shipping its tracking number."""
+def plan(delivery: Delivery, _settings: Settings) -> Plan:
+    """Map a tracker's delivery outcome to a signal to every saga shipping its tracking number."""
     try:
         event = parse_body(delivery.body, "carrier Event")
     except ValueError as exc:
@@ -74,17 +76,21 @@ async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGatew
         raise Rejection(422, f"{topic} does not carry a usable Tracker: {exc}") from exc
     if tracker.status not in DELIVERY_OUTCOMES:
         return ignored(f"tracker {tracker.tracking_number} is {tracker.status.value}, not a delivery outcome")
-    try:
-        keys = await temporal.sagas_tracking(tracker.tracking_number)
-    except ValueError as exc:
-        raise Rejection(422, str(exc)) from exc
-
+    if not is_valid_tracking_number(tracker.tracking_number):
+        raise Rejection(
+            422, f"tracking number {tracker.tracking_number!r} has characters a visibility query cannot hold"
+        )
     recorded = DeliveryRecorded(tracking_number=tracker.tracking_number, status=tracker.status.value)
-    signalled = [key for key in keys if await temporal.signal_order(key, SIGNAL_DELIVERY_RECORDED, recorded)]
-    if not signalled:
-        return ignored(f"no running saga ships tracking number {tracker.tracking_number}")
-    log.info("carrier %s %s %s: recorded on %s", topic, tracker.tracking_number, tracker.status.value, signalled)
-    return WebhookReceipt(status="signalled", order_keys=signalled)
+
+    async def record(temporal: TemporalGateway) -> WebhookReceipt:
+        keys = await temporal.sagas_tracking(tracker.tracking_number)
+        signalled = [key for key in keys if await temporal.signal_order(key, SIGNAL_DELIVERY_RECORDED, recorded)]
+        if not signalled:
+            return ignored(f"no running saga ships tracking number {tracker.tracking_number}")
+        log.info("carrier %s %s %s: recorded on %s", topic, tracker.tracking_number, tracker.status.value, signalled)
+        return WebhookReceipt(status="signalled", order_keys=signalled)
+
+    return record
 
 
 SOURCE = Source(
@@ -92,7 +98,7 @@ SOURCE = Source(
     kept_headers=frozenset({"content-type", "user-agent"}),
     verify=verify,
     identify=identify,
-    handle=handle,
+    plan=plan,
 )
 
 

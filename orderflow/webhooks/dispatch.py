@@ -81,7 +81,8 @@ class WebhookReceipt(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["started", "duplicate", "signalled", "ignored", "pending", "failed"]
+    # `accepted`: stored, and dispatched by the relay right after the answer (the inbox row tells the outcome).
+    status: Literal["accepted", "started", "duplicate", "signalled", "ignored", "pending", "failed"]
     order_keys: list[str] = []
     reason: str | None = None
 
@@ -116,9 +117,16 @@ class Delivery:
         return int(self.received_at.timestamp() * 1000)
 
 
+Dispatch = Callable[["TemporalGateway"], Awaitable[WebhookReceipt]]
+"""A mapped delivery's starts or signals, ready to run against Temporal."""
+
+Plan = WebhookReceipt | Dispatch
+"""What mapping a delivery came to: a receipt when there is nothing to dispatch, else the dispatch."""
+
+
 @dataclass(frozen=True)
 class Source:
-    """One vendor's webhooks: how to verify them, name their event, and dispatch a stored delivery."""
+    """One vendor's webhooks: how to verify them, name their event, and map a stored delivery to a dispatch."""
 
     name: str
     # Lower-case names of the headers the inbox keeps; never a signature.
@@ -127,8 +135,14 @@ class Source:
     verify: Callable[[bytes, Mapping[str, str], Settings], str | None]
     # The topic and the vendor's event id of an authentic request.
     identify: Callable[[bytes, Mapping[str, str]], tuple[str, str]]
-    # Map a delivery and start or signal its sagas; raises `Rejection` or `TemporalUnavailableError`.
-    handle: Callable[[Delivery, Settings, TemporalGateway], Awaitable[WebhookReceipt]]
+    # Map a delivery without I/O; raises `Rejection` for a body no retry can fix. The edge plans
+    # to answer 400/422 at once; the relay plans again from the stored bytes and runs the dispatch.
+    plan: Callable[[Delivery, Settings], Plan]
+
+    async def handle(self, delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
+        """Map a delivery and start or signal its sagas; raises `Rejection` or `TemporalUnavailableError`."""
+        planned = self.plan(delivery, settings)
+        return planned if isinstance(planned, WebhookReceipt) else await planned(temporal)
 
 
 def body_digest(topic: str, raw: bytes) -> str:

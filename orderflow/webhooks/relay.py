@@ -1,19 +1,29 @@
-"""The relay: dispatch the inbox's pending deliveries, in the order they arrived, once Temporal is back."""
+"""The relay: dispatch the inbox's pending deliveries to Temporal, in the order they arrived.
+
+Every new delivery is dispatched by the relay: the webhook answers as soon as its row is written,
+and sets `WebhookInbox.arrivals`, which wakes the relay at once. While Temporal is away the relay
+backs off and the rows wait, in order, on disk.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 
 from orderflow.store import inbox as store
-from orderflow.store.inbox import InboxStatus
+from orderflow.store.inbox import InboxEvent, InboxStatus
 from orderflow.webhooks.dispatch import log
-from orderflow.webhooks.inbox import STORAGE_ERRORS, WebhookInbox
+from orderflow.webhooks.inbox import STORAGE_ERRORS, Answer, WebhookInbox
 
-# A receiving request dispatches its own row; the relay waits this long after that attempt, so
-# the two never race (a dispatch takes at most a connect plus an RPC, 4 s each).
+# A dispatch takes at most a connect plus an RPC (4 s each). A row attempted longer ago than this
+# and still pending was abandoned (its replica died mid-dispatch): another relay may take it.
 GRACE = timedelta(seconds=15)
+# Starts in flight at once: enough to keep Temporal's frontend busy, few enough that a flash sale's
+# dispatches leave the event loop to the webhooks being answered.
+CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,7 @@ class RelayPass:
 
 
 class Relay:
-    """Dispatches pending inbox rows with backoff while Temporal is away; a background task of the service."""
+    """Dispatches pending inbox rows as they arrive, with backoff while Temporal is away; a task of the service."""
 
     def __init__(
         self,
@@ -36,41 +46,76 @@ class Relay:
         max_backoff: float = 60.0,
         grace: timedelta = GRACE,
         batch: int = 100,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         self.inbox = inbox
         self.interval = interval
         self.max_backoff = max_backoff
         self.grace = grace
         self.batch = batch
+        self.concurrency = concurrency
 
     async def run_once(self) -> RelayPass:
-        """One pass: dispatch pending rows oldest first, stopping at the first that finds Temporal away."""
+        """One pass: take up to a batch of pending rows, oldest first, and dispatch them in arrival order.
+
+        Consecutive rows of one source and topic (a burst of new orders) are dispatched together,
+        up to `concurrency` at once; a row of another topic (a cancellation after the order's
+        creation) waits for every row before it. The pass stops at the first group that finds
+        Temporal away, and gives back the rows it did not try.
+        """
         database = self.inbox.database
-        rows = await store.pending(database, attempted_before=store.now() - self.grace, limit=self.batch)
+        rows = await store.claim_pending(database, attempted_before=store.now() - self.grace, limit=self.batch)
         dispatched = 0
-        for row in rows:
-            # Another relay (a second replica) may have taken this attempt: then it is theirs.
-            if not await store.claim(database, row):
-                continue
-            answer = await self.inbox.dispatch(row)
-            if answer.status is InboxStatus.PENDING:
+        groups = [list(group) for _, group in itertools.groupby(rows, key=lambda row: (row.source, row.topic))]
+        for index, group in enumerate(groups):
+            answers = await self._dispatch_together(group)
+            if any(answer.status is InboxStatus.PENDING for answer in answers):
+                untried = [row.id for later in groups[index + 1 :] for row in later]
+                await store.release(database, untried)
                 return RelayPass(dispatched=dispatched, temporal_away=True)
-            dispatched += 1
+            dispatched += len(group)
         return RelayPass(dispatched=dispatched, temporal_away=False)
 
+    async def _dispatch_together(self, rows: list[InboxEvent]) -> list[Answer]:
+        # The first row goes alone: if it finds Temporal away, the rest are given back untried
+        # rather than each failing in turn.
+        first = await self.inbox.attempt(rows[0])
+        if first[0].status is InboxStatus.PENDING:
+            await self.inbox.record([(rows[0], first[1])])
+            await store.release(self.inbox.database, [row.id for row in rows[1:]])
+            return [first[0]]
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(row: InboxEvent) -> tuple[Answer, store.Settlement]:
+            async with gate:
+                return await self.inbox.attempt(row)
+
+        attempts = [first, *await asyncio.gather(*(one(row) for row in rows[1:]))]
+        # One write for the whole group: per-row writes would hold the database (and, on SQLite,
+        # its one write lock) against the webhooks being stored meanwhile.
+        await self.inbox.record([(row, settled) for row, (_, settled) in zip(rows, attempts, strict=True)])
+        return [answer for answer, _ in attempts]
+
     async def run(self) -> None:
-        """Pass after pass until cancelled, backing off exponentially while Temporal or the database is away."""
+        """Pass after pass until cancelled: at once on arrivals, backing off while Temporal or the database is away."""
         failures = 0
+        arrivals = self.inbox.arrivals
         while True:
+            arrivals.clear()
+            dispatched = 0
             try:
                 outcome = await self.run_once()
-                away = outcome.temporal_away
-                if outcome.dispatched:
-                    log.info("relay dispatched %d pending webhooks", outcome.dispatched)
+                away, dispatched = outcome.temporal_away, outcome.dispatched
+                if dispatched:
+                    log.debug("relay dispatched %d pending webhooks", dispatched)
             except STORAGE_ERRORS as exc:
                 log.warning("relay cannot read the inbox: %s", exc.__class__.__name__)
                 away = True
             failures = failures + 1 if away else 0
-            if not away and outcome.dispatched >= self.batch:
-                continue  # a backlog: keep draining it
-            await asyncio.sleep(min(self.interval * 2**failures, self.max_backoff) if failures else self.interval)
+            if failures:
+                # Arrivals do not cut a backoff short: each would be one more doomed dispatch.
+                await asyncio.sleep(min(self.interval * 2**failures, self.max_backoff))
+            elif dispatched < self.batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrivals.wait(), timeout=self.interval)
+            # A full batch means a backlog: the next pass starts at once.

@@ -25,6 +25,7 @@ from orderflow.canonical.saga import SIGNAL_CANCEL, CancelRequest, CancelSource
 from orderflow.settings import Settings
 from orderflow.webhooks.dispatch import (
     Delivery,
+    Plan,
     Rejection,
     Source,
     StartOutcome,
@@ -79,8 +80,8 @@ def identify(raw: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
     return topic, event_id or body_digest(topic, raw)
 
 
-async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
-    """Start the saga of a created order, or signal cancel to a cancelled order's saga."""
+def plan(delivery: Delivery, settings: Settings) -> Plan:
+    """Map a created order to its saga's start, or a cancelled order to a cancel signal to its saga."""
     topic, event_id = delivery.topic, delivery.event_id
     shop_domain = delivery.headers.get("x-shopify-shop-domain")
     # One app's secret signs for every store it is installed on; only the configured store's orders count.
@@ -100,13 +101,17 @@ async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGatew
         except MAPPING_ERRORS as exc:
             log.warning("shopify orders/create refused (event %s): %s", event_id, exc)
             raise refused(exc) from exc
-        outcome = await temporal.start_order(order, received_at_epoch_ms=delivery.received_at_epoch_ms)
-        log.info("shopify orders/create %s (event %s): %s", order.key, event_id, outcome.value)
-        if outcome is StartOutcome.DUPLICATE:
-            return WebhookReceipt(
-                status="duplicate", order_keys=[order.key], reason=f"a saga for {order.key} already exists"
-            )
-        return WebhookReceipt(status="started", order_keys=[order.key])
+
+        async def start(temporal: TemporalGateway) -> WebhookReceipt:
+            outcome = await temporal.start_order(order, received_at_epoch_ms=delivery.received_at_epoch_ms)
+            log.info("shopify orders/create %s (event %s): %s", order.key, event_id, outcome.value)
+            if outcome is StartOutcome.DUPLICATE:
+                return WebhookReceipt(
+                    status="duplicate", order_keys=[order.key], reason=f"a saga for {order.key} already exists"
+                )
+            return WebhookReceipt(status="started", order_keys=[order.key])
+
+        return start
 
     try:
         cancellation = cancellation_from_webhook(payload)
@@ -118,11 +123,15 @@ async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGatew
         reason=f"cancelled on Shopify ({cancellation.reason or 'no reason given'})",
         requested_by=shop_domain or "shopify",
     )
-    if not await temporal.signal_order(cancellation.order_key, SIGNAL_CANCEL, request_cancel):
-        # Nothing to cancel; a non-2xx would only make Shopify retry for hours.
-        return ignored(f"no running saga for {cancellation.order_key}")
-    log.info("shopify orders/cancelled %s (event %s): cancel signalled", cancellation.order_key, event_id)
-    return WebhookReceipt(status="signalled", order_keys=[cancellation.order_key])
+
+    async def cancel(temporal: TemporalGateway) -> WebhookReceipt:
+        if not await temporal.signal_order(cancellation.order_key, SIGNAL_CANCEL, request_cancel):
+            # Nothing to cancel; a non-2xx would only make Shopify retry for hours.
+            return ignored(f"no running saga for {cancellation.order_key}")
+        log.info("shopify orders/cancelled %s (event %s): cancel signalled", cancellation.order_key, event_id)
+        return WebhookReceipt(status="signalled", order_keys=[cancellation.order_key])
+
+    return cancel
 
 
 SOURCE = Source(
@@ -140,7 +149,7 @@ SOURCE = Source(
     ),
     verify=verify,
     identify=identify,
-    handle=handle,
+    plan=plan,
 )
 
 

@@ -16,6 +16,7 @@ from orderflow.canonical.saga import SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirme
 from orderflow.settings import Settings
 from orderflow.webhooks.dispatch import (
     Delivery,
+    Plan,
     Rejection,
     Source,
     TemporalGateway,
@@ -43,8 +44,8 @@ def identify(raw: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
     return topic, headers.get("webhook-id") or body_digest(topic, raw)
 
 
-async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGateway) -> WebhookReceipt:
-    """Signal each shipment of an `order.shipped` to its order's saga."""
+def plan(delivery: Delivery, _settings: Settings) -> Plan:
+    """Map an `order.shipped` to a shipment-confirmed signal per shipment, each to its order's saga."""
     if delivery.topic != "order.shipped":
         return ignored(f"topic {delivery.topic!r} changes no saga")
 
@@ -55,20 +56,23 @@ async def handle(delivery: Delivery, settings: Settings, temporal: TemporalGatew
     if not shipments:
         raise Rejection(422, "order.shipped carries no shipment with tracking")
 
-    signalled: list[str] = []
-    reasons: list[str] = []
-    for shipment in shipments:
-        key = order_key_from_reference(shipment.reference or "")
-        if key is None:
-            reasons.append(f"shipment {shipment.shipment_id}: {shipment.reference!r} is not an orderflow order")
-        elif await temporal.signal_order(key, SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirmed(shipment=shipment)):
-            log.info("wms shipment %s of %s (delivery %s): signalled", shipment.shipment_id, key, delivery.event_id)
-            signalled.append(key)
-        else:
-            reasons.append(f"shipment {shipment.shipment_id}: no running saga for {key}")
-    if not signalled:
-        return ignored("; ".join(reasons))
-    return WebhookReceipt(status="signalled", order_keys=signalled, reason="; ".join(reasons) or None)
+    async def confirm(temporal: TemporalGateway) -> WebhookReceipt:
+        signalled: list[str] = []
+        reasons: list[str] = []
+        for shipment in shipments:
+            key = order_key_from_reference(shipment.reference or "")
+            if key is None:
+                reasons.append(f"shipment {shipment.shipment_id}: {shipment.reference!r} is not an orderflow order")
+            elif await temporal.signal_order(key, SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirmed(shipment=shipment)):
+                log.info("wms shipment %s of %s (delivery %s): signalled", shipment.shipment_id, key, delivery.event_id)
+                signalled.append(key)
+            else:
+                reasons.append(f"shipment {shipment.shipment_id}: no running saga for {key}")
+        if not signalled:
+            return ignored("; ".join(reasons))
+        return WebhookReceipt(status="signalled", order_keys=signalled, reason="; ".join(reasons) or None)
+
+    return confirm
 
 
 SOURCE = Source(
@@ -76,7 +80,7 @@ SOURCE = Source(
     kept_headers=frozenset({"content-type", "x-webhook-topic", "webhook-id", "webhook-timestamp"}),
     verify=verify,
     identify=identify,
-    handle=handle,
+    plan=plan,
 )
 
 

@@ -22,11 +22,43 @@ async def test_a_delivery_is_stored_pending_with_its_body_and_headers(database: 
         body=raw,
     )
 
-    row = await store.get(database, received.event.id)
-    assert row is not None and not received.redelivery
+    row = await store.get(database, received.id)
+    assert row is not None and not received.redelivery and received.status is InboxStatus.PENDING
     assert (row.source, row.event_id, row.status, row.body) == ("shopify", "evt-1", InboxStatus.PENDING, raw)
     assert row.headers == {"x-shopify-topic": "orders/create"}
-    assert (row.deliveries, row.attempts) == (1, 1)
+    # Not yet attempted: the relay takes it next.
+    assert (row.deliveries, row.attempts, row.last_attempt_at) == (1, 0, None)
+
+
+async def test_a_delivery_the_edge_refused_is_stored_settled_and_its_redelivery_says_so(database: Database) -> None:
+    errors = [{"loc": ["line_items", "0", "sku"], "msg": "missing"}]
+
+    first = await store.receive(
+        database,
+        source="shopify",
+        event_id="evt-bad",
+        topic="orders/create",
+        headers={},
+        body=b"{}",
+        status=InboxStatus.REJECTED,
+        errors=errors,
+        error="line_items.0.sku: missing",
+    )
+    again = await store.receive(
+        database, source="shopify", event_id="evt-bad", topic="orders/create", headers={}, body=b"{}"
+    )
+
+    row = await store.get(database, first.id)
+    assert row is not None and row.settled_at is not None
+    assert (row.status, row.errors, row.last_error, row.deliveries) == (
+        InboxStatus.REJECTED,
+        errors,
+        "line_items.0.sku: missing",
+        2,
+    )
+    # The redelivery changed nothing but the count, and learned the row's standing.
+    assert (again.id, again.redelivery, again.status) == (first.id, True, InboxStatus.REJECTED)
+    assert await store.claim_pending(database, attempted_before=store.now()) == []
 
 
 async def test_concurrent_deliveries_of_one_event_make_one_row_that_counts_them_all(database: Database) -> None:
@@ -47,14 +79,54 @@ async def test_concurrent_deliveries_of_one_event_make_one_row_that_counts_them_
 
 async def test_only_one_dispatcher_takes_an_attempt(database: Database) -> None:
     received = await store.receive(database, source="shopify", event_id="e", topic="t", headers={}, body=b"")
-    first, second = await store.get(database, received.event.id), await store.get(database, received.event.id)
+    first, second = await store.get(database, received.id), await store.get(database, received.id)
     assert first is not None and second is not None
 
     taken = [await store.claim(database, first), await store.claim(database, second)]
 
     assert taken == [True, False]
-    row = await store.get(database, received.event.id)
-    assert row is not None and row.attempts == 2
+    row = await store.get(database, received.id)
+    assert row is not None and row.attempts == 1
+
+
+async def test_concurrent_relays_never_take_the_same_row(database: Database) -> None:
+    start = store.now() - timedelta(minutes=1)
+    for n in range(30):
+        await store.receive(
+            database,
+            source="shopify",
+            event_id=f"e{n}",
+            topic="orders/create",
+            headers={},
+            body=b"{}",
+            received_at=start + timedelta(milliseconds=n),
+        )
+
+    passes = await asyncio.gather(*(store.claim_pending(database, attempted_before=start, limit=12) for _ in range(4)))
+
+    taken = [row.event_id for rows in passes for row in rows]
+    assert sorted(taken) == sorted(f"e{n}" for n in range(30)) and len(set(taken)) == 30
+    # Each relay's rows come oldest first; a row whose attempt is under way is nobody else's.
+    for rows in passes:
+        assert [row.received_at for row in rows] == sorted(row.received_at for row in rows)
+    assert await store.claim_pending(database, attempted_before=start) == []
+
+
+async def test_attempts_given_back_or_settled_pending_are_taken_again_at_once(database: Database) -> None:
+    ids = [
+        (await store.receive(database, source="wms", event_id=f"m{n}", topic="t", headers={}, body=b"")).id
+        for n in range(3)
+    ]
+    first = await store.claim_pending(database, attempted_before=store.now() - timedelta(seconds=15))
+    assert [row.id for row in first] == ids
+
+    # The first found Temporal away; the relay gave the other two back untried.
+    await store.settle(database, ids[0], status=InboxStatus.PENDING, error="Temporal unavailable")
+    await store.release(database, ids[1:])
+    again = await store.claim_pending(database, attempted_before=store.now() - timedelta(seconds=15))
+
+    assert [(row.id, row.attempts) for row in again] == [(ids[0], 2), (ids[1], 1), (ids[2], 1)]
+    assert again[0].last_error == "Temporal unavailable"
 
 
 async def test_pending_rows_come_oldest_first_and_settled_ones_leave_the_queue(database: Database) -> None:
@@ -70,13 +142,13 @@ async def test_pending_rows_come_oldest_first_and_settled_ones_leave_the_queue(d
             body=b"{}",
             received_at=start + timedelta(seconds=n),
         )
-        ids.append(received.event.id)
+        ids.append(received.id)
     await store.settle(
         database, ids[1], status=InboxStatus.REJECTED, errors=[{"loc": ["id"], "msg": "missing"}], error="missing id"
     )
     await store.settle(database, ids[2], status=InboxStatus.PENDING, error="Temporal unavailable")
 
-    queued = await store.pending(database, attempted_before=store.now())
+    queued = await store.claim_pending(database, attempted_before=store.now() - timedelta(seconds=15))
     rejected = await store.listing(database, status=InboxStatus.REJECTED, source="shopify")
 
     assert [row.id for row in queued] == [ids[0], ids[2]]
@@ -84,6 +156,6 @@ async def test_pending_rows_come_oldest_first_and_settled_ones_leave_the_queue(d
     assert [(r.id, r.errors, r.last_error) for r in rejected] == [
         (ids[1], [{"loc": ["id"], "msg": "missing"}], "missing id")
     ]
-    # A row whose attempt just began is not handed to the relay.
-    assert await store.pending(database, attempted_before=start) == []
+    # A row whose attempt just began is not handed to another relay.
+    assert await store.claim_pending(database, attempted_before=start) == []
     assert await store.count_by_status(database) == {"pending": 2, "rejected": 1}

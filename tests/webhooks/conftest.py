@@ -26,10 +26,13 @@ from temporalio.worker import Worker
 
 from orderflow.canonical import Channel, order_key
 from orderflow.settings import Settings
+from orderflow.store import inbox as inbox_store
 from orderflow.store.db import Database, upgrade
+from orderflow.store.inbox import InboxEvent
 from orderflow.webhooks.app import create_app
 from orderflow.webhooks.dispatch import TemporalGateway
-from orderflow.webhooks.inbox import WebhookInbox
+from orderflow.webhooks.inbox import INBOX_ID_HEADER, WebhookInbox
+from orderflow.webhooks.relay import Relay
 
 from .saga_stand_in import QUERY_RECORDING, OrderToCashStandIn, Recording
 
@@ -128,7 +131,22 @@ class WebhookHarness:
         order_id = self.new_order_id()
         response = await self.post_shopify("orders/create", json.dumps(shopify_order(order_id)).encode())
         assert response.status_code == 200, response.text
+        row = await self.dispatched(response)
+        assert row.outcome == "started", row.outcome
         return self.keys[-1]
+
+    async def relay(self) -> None:
+        """Dispatch everything pending, as the service's relay does right after each answer."""
+        relay = Relay(self.inbox)
+        while (await relay.run_once()).dispatched:
+            pass
+
+    async def dispatched(self, response: httpx.Response) -> InboxEvent:
+        """The inbox row a webhook's answer names, after the relay dispatched what was pending."""
+        await self.relay()
+        row = await inbox_store.get(self.inbox.database, int(response.headers[INBOX_ID_HEADER]))
+        assert row is not None, response.headers
+        return row
 
     async def recording(self, key: str) -> Recording:
         """What the stand-in saga under this key has received so far."""
@@ -149,10 +167,10 @@ class WebhookHarness:
 
 @asynccontextmanager
 async def served(
-    settings: Settings, gateway: TemporalGateway, database: Database
+    settings: Settings, gateway: TemporalGateway, database: Database, *, relay: bool = False
 ) -> AsyncIterator[tuple[httpx.AsyncClient, WebhookInbox]]:
-    """The webhook app over ASGI, started as uvicorn starts it (lifespan), with the relay left to the test."""
-    app = create_app(settings, temporal=gateway, database=database, relay=False)
+    """The webhook app over ASGI, started as uvicorn starts it (lifespan); the relay left to the test unless asked."""
+    app = create_app(settings, temporal=gateway, database=database, relay=relay)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://webhooks") as http,

@@ -38,8 +38,9 @@ async def test_a_signed_order_starts_one_saga_with_its_order_arrival_time_and_se
 
     after = time.time_ns() // 1_000_000
     key = f"order:shopify:{order_id}"
-    assert response.status_code == 200
-    assert response.json() == {"status": "started", "order_keys": [key], "reason": None}
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+    row = await harness.dispatched(response)
+    assert (row.status, row.outcome, row.workflow_id) == ("dispatched", "started", key)
     recording = await harness.recording(key)
     assert recording.input.order == order_from_webhook(body)
     assert recording.input.received_at_epoch_ms is not None
@@ -59,18 +60,18 @@ async def test_a_duplicate_delivery_answers_duplicate_and_the_order_keeps_one_sa
     key = f"order:shopify:{order_id}"
     raw = json.dumps(shopify_order(order_id)).encode()
 
-    first = await harness.post_shopify("orders/create", raw)
+    first = await harness.dispatched(await harness.post_shopify("orders/create", raw))
     handle = harness.temporal.get_workflow_handle(key)
     run_id = (await handle.describe()).run_id
-    again = await harness.post_shopify("orders/create", raw)
+    again = await harness.dispatched(await harness.post_shopify("orders/create", raw))
     await handle.terminate("an operator ended it")
-    after_close = await harness.post_shopify("orders/create", raw)
+    after_close = await harness.dispatched(await harness.post_shopify("orders/create", raw))
 
-    assert first.json()["status"] == "started"
+    assert first.outcome == "started"
+    # The same order under new event ids: stored, and found to be a saga that already exists.
     for duplicate in (again, after_close):
-        assert duplicate.status_code == 200
-        assert duplicate.json()["status"] == "duplicate"
-        assert key in duplicate.json()["reason"]
+        assert duplicate.status == "duplicate" and duplicate.workflow_id == key
+        assert key in (duplicate.outcome or "")
     # Still the first run: neither redelivery started another, not even after the saga closed.
     assert (await handle.describe()).run_id == run_id
     starts = [
@@ -115,7 +116,8 @@ async def test_a_body_signed_with_the_previous_secret_is_accepted_during_a_rotat
         with_old = await harness.post_shopify("orders/create", raw, secret=old_secret, via=rotating)
         with_neither = await harness.post_shopify("orders/create", raw, secret="shpss_other", via=rotating)
 
-    assert with_old.status_code == 200 and with_old.json()["status"] == "started"
+    assert with_old.status_code == 200 and with_old.json()["status"] == "accepted"
+    assert (await harness.dispatched(with_old)).outcome == "started"
     assert with_neither.status_code == 401
 
 
@@ -150,7 +152,7 @@ async def test_a_cancelled_order_signals_cancel_from_the_channel(harness: Webhoo
     )
 
     assert response.status_code == 200
-    assert response.json()["status"] == "signalled"
+    assert (await harness.dispatched(response)).outcome == "signalled"
     recording = await harness.wait_for(key, lambda r: bool(r.cancels))
     assert recording.cancels == [
         CancelRequest(
@@ -169,8 +171,8 @@ async def test_cancelling_an_order_without_a_saga_is_acknowledged_and_ignored(ha
     )
 
     assert response.status_code == 200
-    assert response.json()["status"] == "ignored"
-    assert f"order:shopify:{order_id}" in response.json()["reason"]
+    row = await harness.dispatched(response)
+    assert row.status == "ignored" and f"order:shopify:{order_id}" in (row.outcome or "")
 
 
 async def test_cancelling_an_order_whose_saga_already_closed_is_acknowledged_and_ignored(
@@ -183,7 +185,8 @@ async def test_cancelling_an_order_whose_saga_already_closed_is_acknowledged_and
     response = await harness.post_shopify("orders/cancelled", json.dumps(cancelled).encode())
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ignored", "order_keys": [], "reason": f"no running saga for {key}"}
+    row = await harness.dispatched(response)
+    assert (row.status, row.outcome) == ("ignored", f"ignored: no running saga for {key}")
 
 
 async def test_other_topics_are_acknowledged_and_ignored(harness: WebhookHarness) -> None:

@@ -55,7 +55,8 @@ async def test_a_split_order_signals_each_shipped_parcel_with_its_lines_and_trac
 
     for response in responses:
         assert response.status_code == 200
-        assert response.json() == {"status": "signalled", "order_keys": [key], "reason": None}
+        row = await harness.dispatched(response)
+        assert (row.status, row.outcome, row.workflow_id) == ("dispatched", "signalled", key)
     recording = await harness.wait_for(key, lambda r: len(r.shipments) == 2)
     expected = [ShipmentConfirmed(shipment=shipment_from_webhook(json.loads(d["body"]))) for d in deliveries]
     assert recording.shipments == expected
@@ -72,8 +73,8 @@ async def test_a_shipment_of_an_order_orderflow_did_not_place_is_acknowledged_an
     response = await post_delivery(harness, delivery)
 
     assert response.status_code == 200
-    assert response.json()["status"] == "ignored"
-    assert "'PO-4471' is not an orderflow order" in response.json()["reason"]
+    row = await harness.dispatched(response)
+    assert row.status == "ignored" and "'PO-4471' is not an orderflow order" in (row.outcome or "")
 
 
 async def test_a_tampered_body_or_a_foreign_signature_gets_401_and_signals_nothing(
