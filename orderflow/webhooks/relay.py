@@ -18,8 +18,8 @@ from orderflow.store.inbox import InboxEvent, InboxStatus
 from orderflow.webhooks.dispatch import log
 from orderflow.webhooks.inbox import STORAGE_ERRORS, Answer, WebhookInbox
 
-# A dispatch takes at most a connect plus an RPC (4 s each). A row attempted longer ago than this
-# and still pending was abandoned (its replica died mid-dispatch): another relay may take it.
+# A dispatch takes at most a connect (4 s) plus a call (`CALL_DEADLINE`, 5 s). A row attempted longer
+# ago than this and still pending was abandoned (its replica died mid-dispatch): another relay may take it.
 GRACE = timedelta(seconds=15)
 # Starts in flight at once: enough to keep Temporal's frontend busy, few enough that a flash sale's
 # dispatches leave the event loop to the webhooks being answered.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
@@ -21,19 +23,33 @@ from .conftest import shopify_order
 
 
 @pytest.mark.parametrize("status", [RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED])
-def test_an_unreachable_or_slow_server_means_temporal_is_unavailable(status: RPCStatusCode) -> None:
-    with pytest.raises(TemporalUnavailableError) as unavailable, temporal_call("starting order:shopify:1"):
-        raise RPCError("connection reset", status, b"")
+async def test_an_unreachable_or_slow_server_means_temporal_is_unavailable(status: RPCStatusCode) -> None:
+    with pytest.raises(TemporalUnavailableError) as unavailable:
+        async with temporal_call("starting order:shopify:1"):
+            raise RPCError("connection reset", status, b"")
 
     assert unavailable.value.reason == "Temporal unavailable while starting order:shopify:1: connection reset"
 
 
 @pytest.mark.parametrize("status", [RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT])
-def test_a_refused_request_is_not_mistaken_for_an_outage(status: RPCStatusCode) -> None:
-    with pytest.raises(RPCError) as refused, temporal_call("signalling cancel"):
-        raise RPCError("no such thing", status, b"")
+async def test_a_refused_request_is_not_mistaken_for_an_outage(status: RPCStatusCode) -> None:
+    with pytest.raises(RPCError) as refused:
+        async with temporal_call("signalling cancel"):
+            raise RPCError("no such thing", status, b"")
 
     assert refused.value.status is status
+
+
+async def test_a_call_the_sdk_keeps_retrying_is_cut_at_the_deadline_as_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("orderflow.webhooks.dispatch.CALL_DEADLINE", timedelta(milliseconds=50))
+
+    with pytest.raises(TemporalUnavailableError) as unavailable:
+        async with temporal_call("starting order:shopify:1"):
+            await asyncio.sleep(5)  # a dead server, retried inside the SDK
+
+    assert unavailable.value.reason.startswith("Temporal did not answer within 0:00:00.050000 while starting")
 
 
 def test_a_guest_checkout_is_found_by_email_and_the_total_is_a_float_for_the_ui() -> None:

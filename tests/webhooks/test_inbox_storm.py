@@ -46,7 +46,14 @@ async def test_a_duplicate_storm_starts_one_saga_per_order_and_accounts_for_ever
                 "X-Shopify-Event-Id": event_id,
             }
             async with gate:
-                return (await http.post("/webhooks/shopify", content=raw, headers=headers)).status_code
+                for _ in range(5):
+                    response = await http.post("/webhooks/shopify", content=raw, headers=headers)
+                    # A 503 stored nothing and asks the vendor to send again, as Shopify would; on a
+                    # loaded 2-core machine SQLite's single write lock can make an odd write wait too long.
+                    if response.status_code != 503:
+                        break
+                    await asyncio.sleep(0.2)
+                return response.status_code
 
         codes = await asyncio.gather(*(deliver(raw, event_id) for raw, event_id in storm))
         for _ in range(600):
