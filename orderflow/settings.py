@@ -9,6 +9,8 @@ real vendor by accident, a system whose base URL is not on this machine refuses 
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -124,6 +126,8 @@ class NetSuiteSettings(_SystemSettings):
     # NetSuite limits concurrent requests per account, shared with every other integration.
     max_concurrency: int = Field(default=4, ge=1)
     subsidiary_id: str = "1"
+    # The discount item a credit memo's restocking fee is posted on ("951" in the sandbox account).
+    restocking_fee_item_id: str = "951"
 
 
 class WmsSettings(_SystemSettings):
@@ -144,6 +148,27 @@ class CarrierSettings(_SystemSettings):
     webhook_secret: SecretStr = SecretStr(SANDBOX_CARRIER_WEBHOOK_SECRET)
 
 
+class ReturnSettings(BaseModel):
+    """The return policy: window, restocking fee, where damaged units go, how the ERP records the refund."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Days after the order shipped in which a customer may ask to return it.
+    window_days: int = Field(default=30, ge=0)
+    # Kept from the refund of received merchandise (before tax); 0 refunds everything received.
+    restocking_fee_percent: Decimal = Field(default=Decimal(0), ge=0, le=100)
+    # The ERP location damaged units are received into, so they never count as sellable stock
+    # ("9" is the sandbox's write-off location); unset, they go where the return authorization says.
+    write_off_location_id: str | None = "9"
+    # "credit_memo" credits the customer's account; "cash_refund" records money paid back.
+    refund_method: Literal["credit_memo", "cash_refund"] = "credit_memo"
+    # How long the saga waits for the goods before the return expires (label voided, RA closed).
+    receipt_deadline: timedelta = timedelta(days=30)
+    # Once a first receipt arrives, how long to wait for more before refunding what came. ShipBob reports
+    # a return once, complete (what is missing never arrived), so none; a WMS reporting box by box wants days.
+    partial_receipt_grace: timedelta = timedelta(0)
+
+
 class Settings(BaseSettings):
     """Everything orderflow reads from its environment."""
 
@@ -158,6 +183,7 @@ class Settings(BaseSettings):
     netsuite: NetSuiteSettings = NetSuiteSettings()
     wms: WmsSettings = WmsSettings()
     carrier: CarrierSettings = CarrierSettings()
+    returns: ReturnSettings = ReturnSettings()
 
     # SQLite under the state directory by default; PostgreSQL in production, e.g.
     # postgresql://orderflow@db:5432/orderflow (the async driver is chosen for you).

@@ -59,12 +59,19 @@ from orderflow.canonical import (
     Money,
     Order,
     PaymentTerms,
+    RefundLine,
     ReturnLine,
     SalesOrder,
     SalesOrderLine,
     SalesOrderRef,
     SalesOrderStatus,
     Shipment,
+)
+from orderflow.canonical.erp import (
+    CreditMemo,
+    ReturnAuthorization,
+    ReturnAuthorizationLine,
+    ReturnAuthorizationStatus,
 )
 from orderflow.settings import NetSuiteSettings
 
@@ -109,6 +116,36 @@ _STATUS_NAMES = {
     "billed": "G",
     "closed": "H",
 }
+
+
+_RETURN_STATUS = {
+    "A": ReturnAuthorizationStatus.PENDING_RECEIPT,  # pending approval: nothing can be received yet either
+    "B": ReturnAuthorizationStatus.PENDING_RECEIPT,
+    "C": ReturnAuthorizationStatus.CLOSED,  # cancelled
+    "D": ReturnAuthorizationStatus.PARTIALLY_RECEIVED,
+    "E": ReturnAuthorizationStatus.PENDING_REFUND_PARTIALLY_RECEIVED,
+    "F": ReturnAuthorizationStatus.PENDING_REFUND,
+    "G": ReturnAuthorizationStatus.REFUNDED,
+    "H": ReturnAuthorizationStatus.CLOSED,
+}
+_RETURN_STATUS_NAMES = {
+    "pending approval": "A",
+    "pending receipt": "B",
+    "cancelled": "C",
+    "partially received": "D",
+    "pending refund/partially received": "E",
+    "pending refund": "F",
+    "refunded": "G",
+    "closed": "H",
+}
+# A transaction column field (integer) the account defines for orderflow: the quantity a sales order
+# line had before orderflow first cut it, so a repeated partial cancellation cuts nothing more.
+ORDERED_QUANTITY_FIELD = "custcol_orderflow_ordered_qty"
+# The discount item a restocking fee is booked with; the sandbox account's "Restocking fee". A real
+# account sets `restocking_fee_item_id` in its NetSuite settings.
+DEFAULT_RESTOCKING_FEE_ITEM_ID = "951"
+# SuiteTax's reference for the one tax detail orderflow posts: tax the channel computed and collected.
+CHANNEL_TAX_REFERENCE = "channel_tax"
 
 
 class AsyncJob(CanonicalModel):
@@ -355,6 +392,91 @@ def invoice_from_record(record: Mapping[str, Any], currency: str) -> Invoice:
         ],
         total=_money(record.get("total"), currency),
     )
+
+
+def return_authorization_from_record(record: Mapping[str, Any], currency: str) -> ReturnAuthorization:
+    """An expanded returnAuthorization record as the canonical return authorization."""
+    code = (record.get("orderStatus") or {}).get("id")
+    if code not in _RETURN_STATUS:
+        code = _RETURN_STATUS_NAMES.get(str((record.get("status") or {}).get("refName", "")).lower(), "B")
+    lines = [
+        ReturnAuthorizationLine(
+            line_number=int(ln["line"]),
+            sku=_sku((ln.get("item") or {}).get("refName")),
+            erp_item_id=str((ln.get("item") or {}).get("id")),
+            quantity=int(ln.get("quantity", 0)),
+            quantity_received=int(ln.get("quantityReceived") or 0),
+            # On a return authorization NetSuite reports what was credited or refunded as "billed".
+            quantity_credited=int(ln.get("quantityBilled") or 0),
+            rate=_money(ln.get("rate"), currency),
+            is_closed=bool(ln.get("isClosed", False)),
+        )
+        for ln in _lines(record)
+    ]
+    return ReturnAuthorization(
+        erp_return_authorization_id=str(record["id"]),
+        erp_order_id=str((record.get("createdFrom") or {}).get("id", "")),
+        external_id=record.get("externalId"),
+        status=_RETURN_STATUS[code],
+        lines=lines,
+        total=_money(record.get("total"), currency),
+    )
+
+
+def credit_memo_from_record(record: Mapping[str, Any], currency: str, record_type: str = "creditMemo") -> CreditMemo:
+    """An expanded creditMemo (or cashRefund) record as the canonical credit memo."""
+    tax = record.get("taxTotal")
+    return CreditMemo(
+        erp_credit_memo_id=str(record["id"]),
+        external_id=record.get("externalId"),
+        created_from_id=str((record.get("createdFrom") or {}).get("id")) if record.get("createdFrom") else None,
+        lines=[
+            InvoiceLine(
+                sku=_sku((ln.get("item") or {}).get("refName")),
+                erp_item_id=str((ln.get("item") or {}).get("id")),
+                quantity=int(ln["quantity"]),
+                amount=_money(ln.get("amount"), currency),
+            )
+            for ln in _lines(record)
+        ],
+        total=_money(record.get("total"), currency),
+        record_type=record_type,
+        tax_total=_money(tax, currency) if tax not in (None, "") else None,
+        memo=record.get("memo"),
+    )
+
+
+def credit_adjustments(
+    *,
+    currency: str,
+    tax: Money | None = None,
+    shipping: Money | None = None,
+    restocking_fee: Money | None = None,
+    restocking_fee_item_id: str = DEFAULT_RESTOCKING_FEE_ITEM_ID,
+) -> dict[str, Any]:
+    """Header money on a credit memo or cash refund: channel tax, shipping, a restocking fee (a discount)."""
+    body: dict[str, Any] = {}
+    for name, value in (("tax", tax), ("shipping", shipping), ("restocking_fee", restocking_fee)):
+        if value is None:
+            continue
+        if value.currency != currency:
+            raise ValidationRejectedError(
+                f"{name} is in {value.currency} but the document is in {currency}", system=SYSTEM
+            )
+        if value.amount < 0:
+            raise ValidationRejectedError(f"{name} cannot be negative ({value})", system=SYSTEM)
+    if tax is not None and tax.amount:
+        # Sales orders and invoices carry no tax in this integration (the channel collects it), so
+        # refunded tax is posted as an explicit override rather than computed by the ERP.
+        body["taxDetailsOverride"] = True
+        body["taxDetails"] = {"items": [{"taxDetailsReference": CHANNEL_TAX_REFERENCE,
+                                         "taxAmount": tax.rounded().amount}]}  # fmt: skip
+    if shipping is not None and shipping.amount:
+        body["shippingCost"] = shipping.rounded().amount
+    if restocking_fee is not None and restocking_fee.amount:
+        body["discountItem"] = {"id": restocking_fee_item_id}
+        body["discountRate"] = -restocking_fee.rounded().amount
+    return body
 
 
 def customer_payload(customer: Customer, subsidiary_id: str) -> dict[str, Any]:
@@ -858,42 +980,287 @@ class NetSuiteClient:
         record = await self._get_record("invoice", ref.erp_id)
         return invoice_from_record(record, await self._currency_of(record))
 
+    async def close_sales_order_lines(self, erp_order_id: str, quantities: Mapping[str, int]) -> SalesOrder:
+        """Cancel unshipped units of a sales order, per SKU, for a partial cancellation.
+
+        `quantities` is how many units of each SKU are cancelled on this order in all, counted
+        from what was ordered, so a repeat (a retry after a lost answer) cuts nothing more. A line
+        never drops below what was fulfilled or billed; a line with nothing fulfilled that loses
+        every unit is closed instead, since a line cannot hold zero. Units that have shipped
+        meanwhile cannot be cancelled and are left as they are: compare the result.
+        """
+        wanted = {sku: qty for sku, qty in quantities.items() if qty > 0}
+        record = await self._get_record("salesOrder", erp_order_id)
+        lines = _lines(record)
+        skus = {id(ln): _sku((ln.get("item") or {}).get("refName")) for ln in lines}
+        unknown = sorted(set(wanted) - set(skus.values()))
+        if unknown:
+            raise ValidationRejectedError(
+                f"SKU(s) {', '.join(unknown)} are not on sales order {erp_order_id}", system=SYSTEM
+            )
+        edits: list[dict[str, Any]] = []
+        for sku, total_cancel in sorted(wanted.items()):
+            own = [ln for ln in lines if skus[id(ln)] == sku]
+            already = 0
+            for ln in own:
+                ordered = int(ln.get(ORDERED_QUANTITY_FIELD) or ln.get("quantity") or 0)
+                kept = int(ln.get("quantityFulfilled") or 0) if ln.get("isClosed") else int(ln.get("quantity") or 0)
+                already += max(0, ordered - kept)
+            need = total_cancel - already
+            # The last lines give up their units first: earlier lines are the likelier to have shipped.
+            for ln in reversed(own):
+                if need <= 0:
+                    break
+                if ln.get("isClosed"):
+                    continue
+                quantity = int(ln.get("quantity") or 0)
+                floor = max(int(ln.get("quantityFulfilled") or 0), int(ln.get("quantityBilled") or 0))
+                take = min(need, quantity - floor)
+                if take <= 0:
+                    continue
+                need -= take
+                edit: dict[str, Any] = {"line": ln["line"], ORDERED_QUANTITY_FIELD: int(ln.get(ORDERED_QUANTITY_FIELD)
+                                                                                       or quantity)}  # fmt: skip
+                left = quantity - take
+                if left == 0:
+                    edit["isClosed"] = True
+                else:
+                    amount = Decimal(str(ln.get("amount") or 0))
+                    edit["quantity"] = left
+                    edit["amount"] = (amount * left / quantity).quantize(Decimal("0.01"))
+                edits.append(edit)
+        if edits:
+            await self._call("PATCH", f"/record/v1/salesOrder/{erp_order_id}", body={"item": {"items": edits}})
+        return await self.get_sales_order(erp_order_id)
+
+    async def find_invoice(self, external_id: str) -> Invoice | None:
+        """The invoice filed under our external id (as `invoice_sales_order` made it), or None if there is none."""
+        _check_external_id(external_id)
+        try:
+            record = await self._get_record("invoice", f"eid:{external_id}")
+        except NotFoundError:
+            return None
+        return invoice_from_record(record, await self._currency_of(record))
+
     async def create_return_authorization(
         self, erp_order_id: str, lines: Sequence[ReturnLine], *, external_id: str
     ) -> ErpDocumentRef:
-        """Authorize the return of shipped units of a sales order."""
+        """Authorize the return of shipped units of a sales order, net of earlier authorizations."""
         _check_external_id(external_id)
         existing = await self._id_by_external_id("returnAuthorization", external_id)
         if existing is not None:
             return ErpDocumentRef(record_type="returnAuthorization", erp_id=existing, external_id=external_id)
         order = await self._get_record("salesOrder", erp_order_id)
-        # Only shipped units can come back: plan against each line's fulfilled quantity.
+        authorized = await self._authorized_per_order_line(erp_order_id)
+        # Only shipped units can come back, and not twice: plan against what is shipped and not
+        # authorized already (a closed authorization keeps only what it received).
         shipped_lines = [
-            {**ln, "quantity": int(ln.get("quantityFulfilled") or 0), "isClosed": False} for ln in _lines(order)
-        ]
+            {**ln, "quantity": max(0, int(ln.get("quantityFulfilled") or 0) - authorized.get(int(ln["line"]), 0)),
+             "isClosed": False}
+            for ln in _lines(order)
+        ]  # fmt: skip
         shipped = {**order, "item": {"items": shipped_lines}}
         body = {"item": {"items": await self._plan_lines(shipped, _by_sku(lines), None)}}
         return await self._transform_once("salesOrder", erp_order_id, "returnAuthorization", body, external_id)
 
+    async def _authorized_per_order_line(self, erp_order_id: str) -> dict[int, int]:
+        """Units per sales order line that return authorizations made from it still stand for."""
+        authorized: dict[int, int] = {}
+        for ra_id in await self._return_authorization_ids(erp_order_id, direct_only=True):
+            record = await self._get_record("returnAuthorization", ra_id)
+            for ln in _lines(record):
+                received = int(ln.get("quantityReceived") or 0)
+                kept = received if ln.get("isClosed") else max(int(ln.get("quantity") or 0), received)
+                order_line = int(ln.get("orderLine") or 0)
+                authorized[order_line] = authorized.get(order_line, 0) + kept
+        return authorized
+
+    async def _return_authorization_ids(self, erp_order_id: str, *, direct_only: bool = False) -> list[str]:
+        if not erp_order_id.isdigit():
+            raise NotFoundError(f"sales order id {erp_order_id!r} is not a NetSuite internal id", system=SYSTEM)
+        sources = [erp_order_id]
+        if not direct_only:
+            # A return can also be authorized from the order's invoice or cash sale.
+            billed = await self._suiteql(
+                "SELECT id FROM transaction WHERE type IN ('CustInvc', 'CashSale') "  # noqa: S608 - digits only
+                f"AND createdfrom = {erp_order_id}"
+            )
+            sources += [str(row["id"]) for row in billed]
+        literals = ", ".join(sources)
+        rows = await self._suiteql(
+            f"SELECT id FROM transaction WHERE type = 'RtnAuth' AND createdfrom IN ({literals}) ORDER BY id"  # noqa: S608
+        )
+        return [str(row["id"]) for row in rows]
+
+    async def get_return_authorization(self, erp_return_authorization_id: str) -> ReturnAuthorization:
+        """A return authorization with what has been received and credited on each line."""
+        record = await self._get_record("returnAuthorization", erp_return_authorization_id)
+        return return_authorization_from_record(record, await self._currency_of(record))
+
+    async def list_return_authorizations(self, erp_order_id: str) -> list[ReturnAuthorization]:
+        """Every return authorization made from the sales order (or its invoice), in any status, oldest first."""
+        return [
+            await self.get_return_authorization(ra_id) for ra_id in await self._return_authorization_ids(erp_order_id)
+        ]
+
+    async def close_return_authorization(self, erp_return_authorization_id: str) -> ReturnAuthorization:
+        """Close every open line, so nothing more can be received or credited (expiry, cancel); idempotent."""
+        authorization = await self.get_return_authorization(erp_return_authorization_id)
+        open_lines = [line.line_number for line in authorization.lines if not line.is_closed]
+        if not open_lines:
+            return authorization
+        body = {"item": {"items": [{"line": n, "isClosed": True} for n in open_lines]}}
+        await self._call("PATCH", f"/record/v1/returnAuthorization/{erp_return_authorization_id}", body=body)
+        return await self.get_return_authorization(erp_return_authorization_id)
+
     async def receive_return(
-        self, erp_return_authorization_id: str, lines: Sequence[ReturnLine], *, external_id: str
+        self,
+        erp_return_authorization_id: str,
+        lines: Sequence[ReturnLine],
+        *,
+        external_id: str,
+        location_id: str | None = None,
     ) -> ErpDocumentRef:
-        """Record the units that arrived back against a return authorization (an item receipt)."""
+        """Record units that arrived back against a return authorization (an item receipt).
+
+        `location_id` is the ERP location they go into, such as a write-off location for damaged
+        units; without it they go where the authorization's order shipped from.
+        """
         _check_external_id(external_id)
         existing = await self._id_by_external_id("itemReceipt", external_id)
         if existing is not None:
             return ErpDocumentRef(record_type="itemReceipt", erp_id=existing, external_id=external_id)
         authorization = await self._get_record("returnAuthorization", erp_return_authorization_id)
-        body = {"item": {"items": await self._plan_lines(authorization, _by_sku(lines), "quantityReceived")}}
+        plan = await self._plan_lines(authorization, _by_sku(lines), "quantityReceived")
+        body: dict[str, Any] = {"item": {"items": plan}}
+        if location_id is not None:
+            for line in plan:
+                if line.get("itemReceive"):
+                    line["location"] = {"id": location_id}
         return await self._transform_once(
             "returnAuthorization", erp_return_authorization_id, "itemReceipt", body, external_id
         )
 
-    async def create_credit_memo(self, erp_return_authorization_id: str, *, external_id: str) -> ErpDocumentRef:
-        """Credit the customer for everything received and not yet credited on a return authorization."""
+    async def create_credit_memo(
+        self,
+        erp_return_authorization_id: str,
+        *,
+        external_id: str,
+        tax: Money | None = None,
+        restocking_fee: Money | None = None,
+    ) -> ErpDocumentRef:
+        """Credit the customer for everything received and not yet credited on a return authorization.
+
+        Lines are credited at the rate they were sold at (net of tax, as the sales order was).
+        `tax` is the tax refunded on the channel for these units, posted as an override so the
+        memo's total matches the channel's refund; `restocking_fee` is kept back as a discount.
+        """
+        body = await self._credit_body(erp_return_authorization_id, tax=tax, restocking_fee=restocking_fee)
         return await self._transform_once(
-            "returnAuthorization", erp_return_authorization_id, "creditMemo", {}, external_id
+            "returnAuthorization", erp_return_authorization_id, "creditMemo", body, external_id
         )
+
+    async def create_cash_refund(
+        self,
+        erp_return_authorization_id: str,
+        *,
+        external_id: str,
+        tax: Money | None = None,
+        restocking_fee: Money | None = None,
+    ) -> ErpDocumentRef:
+        """Refund the customer in cash for everything received and not yet credited (as `create_credit_memo`)."""
+        body = await self._credit_body(erp_return_authorization_id, tax=tax, restocking_fee=restocking_fee)
+        return await self._transform_once(
+            "returnAuthorization", erp_return_authorization_id, "cashRefund", body, external_id
+        )
+
+    async def _credit_body(
+        self, erp_return_authorization_id: str, *, tax: Money | None, restocking_fee: Money | None
+    ) -> dict[str, Any]:
+        if tax is None and restocking_fee is None:
+            return {}
+        record = await self._get_record("returnAuthorization", erp_return_authorization_id, expand=False)
+        return credit_adjustments(
+            currency=await self._currency_of(record), tax=tax, restocking_fee=restocking_fee,
+            restocking_fee_item_id=self._restocking_fee_item_id,
+        )  # fmt: skip
+
+    @property
+    def _restocking_fee_item_id(self) -> str:
+        return self._settings.restocking_fee_item_id or DEFAULT_RESTOCKING_FEE_ITEM_ID
+
+    async def get_credit_memo(self, erp_credit_memo_id: str) -> CreditMemo:
+        """A credit memo with its lines and total."""
+        record = await self._get_record("creditMemo", erp_credit_memo_id)
+        return credit_memo_from_record(record, await self._currency_of(record), "creditMemo")
+
+    async def get_cash_refund(self, erp_id: str) -> CreditMemo:
+        """A cash refund with its lines and total (in the credit memo's shape)."""
+        record = await self._get_record("cashRefund", erp_id)
+        return credit_memo_from_record(record, await self._currency_of(record), "cashRefund")
+
+    async def find_credit_memo(self, external_id: str) -> CreditMemo | None:
+        """The credit memo filed under our external id, or None if there is none."""
+        _check_external_id(external_id)
+        try:
+            record = await self._get_record("creditMemo", f"eid:{external_id}")
+        except NotFoundError:
+            return None
+        return credit_memo_from_record(record, await self._currency_of(record), "creditMemo")
+
+    async def credit_invoice(
+        self,
+        erp_invoice_id: str,
+        lines: Sequence[RefundLine],
+        *,
+        external_id: str,
+        memo: str | None = None,
+        tax: Money | None = None,
+        shipping: Money | None = None,
+    ) -> ErpDocumentRef:
+        """Credit an invoice for a refund made outside orderflow (say, by a person in Shopify admin).
+
+        Each line is credited at exactly the refund line's amount (a Shopify refund line's amount
+        already includes its tax); `tax` and `shipping` add header amounts the lines do not carry.
+        One credit memo per external id. A refund without any line (money only) cannot be a credit
+        memo, which needs an item line, and is refused for an operator to book.
+        """
+        _check_external_id(external_id)
+        existing = await self._id_by_external_id("creditMemo", external_id)
+        if existing is not None:
+            return ErpDocumentRef(record_type="creditMemo", erp_id=existing, external_id=external_id)
+        invoice = await self._get_record("invoice", erp_invoice_id)
+        currency = await self._currency_of(invoice)
+        wanted: dict[str, int] = {}
+        amounts: dict[str, Money] = {}
+        for line in lines:
+            if line.amount.currency != currency:
+                raise ValidationRejectedError(
+                    f"refund line {line.line_id} is in {line.amount.currency}; invoice {erp_invoice_id} is in "
+                    f"{currency}", system=SYSTEM,
+                )  # fmt: skip
+            if line.quantity == 0:
+                if line.amount.amount:
+                    raise ValidationRejectedError(
+                        f"refund line {line.line_id} ({line.sku}) refunds money without units; a credit memo line "
+                        "needs a quantity", system=SYSTEM,
+                    )  # fmt: skip
+                continue
+            wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+            amounts[line.sku] = amounts.get(line.sku, Money.zero(currency)) + line.amount
+        if not wanted:
+            raise ValidationRejectedError(
+                f"a refund without item lines cannot be credited against invoice {erp_invoice_id}", system=SYSTEM
+            )
+        plan = await self._plan_lines(invoice, wanted, None)
+        _spread_amounts(plan, invoice, wanted, amounts)
+        body: dict[str, Any] = {
+            "item": {"items": plan},
+            **credit_adjustments(currency=currency, tax=tax, shipping=shipping),
+        }
+        if memo:
+            body["memo"] = memo
+        return await self._transform_once("invoice", erp_invoice_id, "creditMemo", body, external_id)
 
     # --------------------------------------------------------------- async
 
@@ -932,6 +1299,24 @@ class NetSuiteClient:
         """The account's concurrency limit (for sizing `max_concurrency`); needs an administrator role."""
         limits = (await self._call("GET", "/system/v1/governanceLimits")).json()
         return int(limits.get("integrationConcurrencyLimit") or limits["accountConcurrencyLimit"])
+
+
+def _spread_amounts(
+    plan: list[dict[str, Any]], source: Mapping[str, Any], wanted: Mapping[str, int], amounts: Mapping[str, Money]
+) -> None:
+    """Give each planned line its share of its SKU's amount, by quantity, the last line taking the cents left."""
+    sku_of = {int(ln["line"]): _sku((ln.get("item") or {}).get("refName")) for ln in _lines(source)}
+    left = {sku: amounts[sku].amount for sku in wanted}
+    units = dict(wanted)
+    for line in plan:
+        sku = sku_of.get(int(line["orderLine"]))
+        if not line.get("itemReceive") or sku not in left:
+            continue
+        quantity = int(line["quantity"])
+        share = left[sku] if quantity == units[sku] else (left[sku] * quantity / units[sku]).quantize(Decimal("0.01"))
+        line["amount"] = share
+        left[sku] -= share
+        units[sku] -= quantity
 
 
 def _by_sku(lines: Sequence[ReturnLine]) -> dict[str, int]:

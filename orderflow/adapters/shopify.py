@@ -9,6 +9,7 @@ The client speaks GraphQL only (REST is legacy since 2024-10). It owns:
   to Temporal as `RateLimitedError(retry_after=...)`;
 - idempotency: fulfillments are looked up by tracking number before one is created, refunds are
   looked up by a key written into their note and, from API 2026-01, sent with `@idempotent(key:)`;
+  a return's state is read before it is approved, labelled, closed or cancelled;
 - the mapping between Shopify orders (REST webhook bodies and GraphQL nodes) and canonical models.
 """
 
@@ -49,11 +50,14 @@ from orderflow.canonical import (
     Customer,
     Discount,
     FinancialStatus,
+    Label,
     Money,
     Order,
     OrderLine,
     Refund,
     RefundLine,
+    Return,
+    ReturnLine,
     Shipment,
     ShippingCharge,
     TaxLine,
@@ -200,6 +204,42 @@ REFUND_CREATE_IDEMPOTENT_MUTATION = f"""mutation RefundCreate($input: RefundInpu
   refundCreate(input: $input) @idempotent(key: $key) {{
     {_REFUND_SELECTION}
   }}
+}}"""
+
+_RETURN_FIELDS = """id name status createdAt closedAt totalQuantity order { id legacyResourceId }
+    returnLineItems(first: 50) {
+      nodes { id quantity customerNote ... on ReturnLineItem {
+        returnReason fulfillmentLineItem { id lineItem { id sku } } } }
+    }
+    reverseFulfillmentOrders(first: 5) {
+      nodes { id status
+        lineItems(first: 50) { nodes { id totalQuantity } }
+        reverseDeliveries(first: 10) { nodes { id deliverable {
+          ... on ReverseDeliveryShippingDeliverable { tracking { number url } label { publicFileUrl } } } } }
+      }
+    }"""
+RETURN_QUERY = f"""query ReturnForSaga($id: ID!) {{
+  return(id: $id) {{ {_RETURN_FIELDS} }}
+}}"""
+RETURN_APPROVE_MUTATION = """mutation ReturnApprove($input: ReturnApproveRequestInput!) {
+  returnApproveRequest(input: $input) { return { id status } userErrors { field message code } }
+}"""
+RETURN_CLOSE_MUTATION = """mutation ReturnClose($id: ID!) {
+  returnClose(id: $id) { return { id status } userErrors { field message code } }
+}"""
+RETURN_CANCEL_MUTATION = """mutation ReturnCancel($id: ID!) {
+  returnCancel(id: $id, notifyCustomer: false) { return { id status } userErrors { field message code } }
+}"""
+REVERSE_DELIVERY_MUTATION = """mutation ReturnLabel($rfo: ID!, $lines: [ReverseDeliveryLineItemInput!]!,
+    $tracking: ReverseDeliveryTrackingInput, $label: ReverseDeliveryLabelInput) {
+  reverseDeliveryCreateWithShipping(reverseFulfillmentOrderId: $rfo, reverseDeliveryLineItems: $lines,
+      trackingInput: $tracking, labelInput: $label, notifyCustomer: true) {
+    reverseDelivery { id }
+    userErrors { field message code }
+  }
+}"""
+REFUNDS_QUERY = f"""query OrderRefunds($id: ID!) {{
+  order(id: $id) {{ id currencyCode refunds(first: 50) {{ id legacyResourceId note totalRefundedSet {{ {_MONEY} }} }} }}
 }}"""
 
 WEBHOOKS_QUERY = """query WebhookSubscriptions($first: Int!, $after: String) {
@@ -756,7 +796,111 @@ def refund_from_webhook(payload: Mapping[str, Any], *, currency: str | None = No
 
 def refund_marker(idempotency_key: str) -> str:
     """The tag written into a refund's note so a retry can find the refund it already made."""
-    return f"[orderflow:{idempotency_key}]"
+    return f"{REFUND_MARKER_PREFIX}{idempotency_key}]"
+
+
+REFUND_MARKER_PREFIX = "[orderflow:"
+
+
+def refund_issued_by_orderflow(payload: Mapping[str, Any]) -> bool:
+    """Whether a `refunds/create` body is a refund orderflow made (its note carries orderflow's marker)."""
+    note = payload.get("note")
+    return isinstance(note, str) and REFUND_MARKER_PREFIX in note
+
+
+def return_gid(channel_return_id: str | int) -> str:
+    """A return's global ID, from either its numeric id or its global ID."""
+    value = str(channel_return_id).strip()
+    if value.startswith("gid://shopify/Return/"):
+        return value
+    if not value.isdigit():
+        raise ValidationRejectedError(f"not a Shopify return id: {value!r}", system=SYSTEM, vendor_code="INVALID_ID")
+    return f"gid://shopify/Return/{value}"
+
+
+def _reason(value: Any) -> str | None:
+    text = str(value or "").strip().lower()
+    return None if text in ("", "unknown") else text
+
+
+def return_from_webhook(
+    payload: Mapping[str, Any], *, order: Order | None = None, requested_at: datetime | None = None
+) -> Return:
+    """A `returns/request` or `returns/approve` body as a canonical return.
+
+    Shopify's return webhooks name line items by id only, never by SKU: the SKUs come from the
+    body when a line item carries one, else from `order` (the order as `get_order` reads it, whose
+    line ids are Shopify's). The body has no timestamp either: `requested_at` (the webhook's
+    `X-Shopify-Triggered-At`) is used unless the body has `created_at`. A line whose SKU cannot be
+    found, or a missing field, is refused with the field named; `ShopifyClient.get_return` reads a
+    return with everything in one call.
+    """
+    return_id = payload.get("id")
+    if return_id is None or not str(return_id).strip():
+        raise _rejected("return webhook body has no id", "id")
+    order_ref = payload.get("order") or {}
+    order_id = order_ref.get("id") if isinstance(order_ref, Mapping) else None
+    if order_id is None:
+        order_id = payload.get("order_id")
+    if order_id is None:
+        raise _rejected(f"return {return_id} names no order", "order.id")
+    skus = {line.line_id: line.sku for line in order.lines} if order is not None else {}
+    if order is not None and order.channel_order_id != str(order_id):
+        raise _rejected(f"return {return_id} is for order {order_id}, not {order.channel_order_id}", "order.id")
+    lines = []
+    for i, item in enumerate(payload.get("return_line_items") or []):
+        line_item = (item.get("fulfillment_line_item") or {}).get("line_item") or {}
+        sku = str(line_item.get("sku") or "").strip() or skus.get(str(line_item.get("id")), "")
+        if not sku:
+            raise _rejected(
+                f"return {return_id} line {item.get('id')} has no SKU; pass the order to find it",
+                f"return_line_items[{i}].fulfillment_line_item.line_item.sku",
+            )
+        try:
+            quantity = int(item.get("quantity"))
+        except (TypeError, ValueError):
+            raise _rejected(f"return {return_id} line {item.get('id')} has no quantity",
+                            f"return_line_items[{i}].quantity") from None  # fmt: skip
+        lines.append((sku, quantity, _reason(item.get("return_reason"))))
+    if not lines:
+        raise _rejected(f"return {return_id} has no line items", "return_line_items")
+    when = requested_at
+    if payload.get("created_at"):
+        when = _timestamp(payload.get("created_at"), "created_at")
+    if when is None:
+        raise _rejected(f"return {return_id} has no time; pass requested_at", "created_at")
+    try:
+        return Return(
+            channel=Channel.SHOPIFY,
+            return_id=str(return_id),
+            order_key=order_key(Channel.SHOPIFY, str(order_id)),
+            lines=[ReturnLine(sku=sku, quantity=qty, reason=reason) for sku, qty, reason in lines],
+            requested_at=when,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _rejected(f"return {return_id}: {first['msg']}", ".".join(str(p) for p in first["loc"])) from None
+
+
+def return_from_graphql(node: Mapping[str, Any]) -> Return:
+    """An Admin GraphQL `Return` node (as `RETURN_QUERY` selects it) as a canonical return."""
+    return_id = numeric_id(str(node.get("id")))
+    order = node.get("order") or {}
+    order_id = order.get("legacyResourceId") or numeric_id(str(order.get("id")))
+    lines = []
+    for i, item in enumerate((node.get("returnLineItems") or {}).get("nodes") or []):
+        sku = str((((item.get("fulfillmentLineItem") or {}).get("lineItem")) or {}).get("sku") or "").strip()
+        if not sku:
+            raise _rejected(f"return {return_id} line {item.get('id')} has no SKU",
+                            f"returnLineItems[{i}].fulfillmentLineItem.lineItem.sku")  # fmt: skip
+        lines.append(ReturnLine(sku=sku, quantity=int(item["quantity"]), reason=_reason(item.get("returnReason"))))
+    return Return(
+        channel=Channel.SHOPIFY,
+        return_id=return_id,
+        order_key=order_key(Channel.SHOPIFY, str(order_id)),
+        lines=lines,
+        requested_at=_timestamp(node.get("createdAt"), "createdAt"),
+    )
 
 
 # --- The client -----------------------------------------------------------------------------------
@@ -1102,6 +1246,114 @@ class ShopifyClient:
         if result.get("userErrors"):
             raise user_errors_to_exception(result["userErrors"], "refundCreate")
         return _refund_ref(result["refund"], currency)
+
+    async def find_refund(self, channel_order_id: str, idempotency_key: str) -> ChannelRefundRef | None:
+        """The refund made on the order under this idempotency key (found by its note marker), if any."""
+        order = (await self.execute(REFUNDS_QUERY, {"id": order_gid(channel_order_id)})).get("order")
+        if order is None:
+            raise NotFoundError(f"Shopify order {channel_order_id} not found", system=SYSTEM, vendor_code="NOT_FOUND")
+        marker = refund_marker(idempotency_key)
+        for existing in order.get("refunds") or []:
+            if marker in (existing.get("note") or ""):
+                return _refund_ref(existing, order["currencyCode"])
+        return None
+
+    # -- returns -------------------------------------------------------------------------------------
+
+    async def _return_node(self, channel_return_id: str) -> dict[str, Any]:
+        node = (await self.execute(RETURN_QUERY, {"id": return_gid(channel_return_id)})).get("return")
+        if node is None:
+            raise NotFoundError(f"Shopify return {channel_return_id} not found", system=SYSTEM, vendor_code="NOT_FOUND")
+        return dict(node)
+
+    async def get_return(self, channel_return_id: str) -> Return:
+        """A return as Shopify holds it, with each line's SKU, quantity and reason."""
+        return return_from_graphql(await self._return_node(channel_return_id))
+
+    async def return_status(self, channel_return_id: str) -> str:
+        """A return's status in Shopify's words, lower case: requested, open, closed, canceled, declined."""
+        return str((await self._return_node(channel_return_id)).get("status") or "").lower()
+
+    async def approve_return(self, channel_return_id: str) -> None:
+        """Approve a customer's return request; a return already open (or closed) is left as it is."""
+        node = await self._return_node(channel_return_id)
+        await self._approve(channel_return_id, node)
+
+    async def _approve(self, channel_return_id: str, node: Mapping[str, Any]) -> None:
+        status = node.get("status")
+        if status in ("OPEN", "CLOSED"):
+            return
+        if status != "REQUESTED":
+            raise ConflictError(f"Shopify return {channel_return_id} is {status}; it cannot be approved",
+                                system=SYSTEM, vendor_code=str(status))  # fmt: skip
+        result = (await self.execute(RETURN_APPROVE_MUTATION, {"input": {"id": node["id"]}}))["returnApproveRequest"]
+        if (result or {}).get("userErrors"):
+            # An approval that landed before (a retry after a lost answer) is what we wanted.
+            if (await self._return_node(channel_return_id)).get("status") == "OPEN":
+                return
+            raise user_errors_to_exception(result["userErrors"], "returnApproveRequest")
+
+    async def attach_return_label(self, channel_return_id: str, label: Label) -> None:
+        """Give the customer the return label: a reverse delivery with its tracking and label URL.
+
+        A requested return is approved first (a label means the return is accepted). Safe to repeat:
+        a reverse delivery with the label's tracking number already there is left alone.
+        """
+        node = await self._return_node(channel_return_id)
+        if node.get("status") == "REQUESTED":
+            await self._approve(channel_return_id, node)
+            node = await self._return_node(channel_return_id)
+        reverse_orders = (node.get("reverseFulfillmentOrders") or {}).get("nodes") or []
+        for rfo in reverse_orders:
+            for delivery in (rfo.get("reverseDeliveries") or {}).get("nodes") or []:
+                tracking = ((delivery.get("deliverable") or {}).get("tracking")) or {}
+                if tracking.get("number") == label.tracking_number:
+                    return
+        target = next((rfo for rfo in reverse_orders if rfo.get("status") == "OPEN"), None)
+        if target is None:
+            raise ConflictError(
+                f"Shopify return {channel_return_id} is {node.get('status')} and has no open reverse fulfillment "
+                "order to label", system=SYSTEM, vendor_code="NO_REVERSE_FULFILLMENT",
+            )  # fmt: skip
+        lines = [
+            {"reverseFulfillmentOrderLineItemId": item["id"], "quantity": int(item["totalQuantity"])}
+            for item in (target.get("lineItems") or {}).get("nodes") or []
+        ]
+        variables = {
+            "rfo": target["id"],
+            "lines": lines,
+            "tracking": {"number": label.tracking_number, "url": label.tracking_url},
+            "label": {"fileUrl": label.label_url},
+        }
+        result = (await self.execute(REVERSE_DELIVERY_MUTATION, variables))["reverseDeliveryCreateWithShipping"]
+        if (result or {}).get("userErrors"):
+            raise user_errors_to_exception(result["userErrors"], "reverseDeliveryCreateWithShipping")
+
+    async def close_return(self, channel_return_id: str) -> None:
+        """Close a return that is done; closed already is fine, a cancelled or unapproved one is a conflict."""
+        await self._move_return(channel_return_id, RETURN_CLOSE_MUTATION, "returnClose", "CLOSED", ("OPEN",))
+
+    async def cancel_return(self, channel_return_id: str) -> None:
+        """Cancel a requested or open return; cancelled already is fine, a closed one is a conflict."""
+        await self._move_return(
+            channel_return_id, RETURN_CANCEL_MUTATION, "returnCancel", "CANCELED", ("REQUESTED", "OPEN")
+        )
+
+    async def _move_return(
+        self, channel_return_id: str, mutation: str, operation: str, target: str, allowed: tuple[str, ...]
+    ) -> None:
+        node = await self._return_node(channel_return_id)
+        status = node.get("status")
+        if status == target:
+            return
+        if status not in allowed:
+            raise ConflictError(f"Shopify return {channel_return_id} is {status}; {operation} is not possible",
+                                system=SYSTEM, vendor_code=str(status))  # fmt: skip
+        result = (await self.execute(mutation, {"id": node["id"]}))[operation]
+        if (result or {}).get("userErrors"):
+            if (await self._return_node(channel_return_id)).get("status") == target:
+                return
+            raise user_errors_to_exception(result["userErrors"], operation)
 
     # -- webhook subscriptions -----------------------------------------------------------------------
 

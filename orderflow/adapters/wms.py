@@ -11,6 +11,13 @@
 - Reservations (`inventory-reservation`) are an extension beyond ShipBob, which commits stock only
   when an order is created: see docs/adapters/wms.md for the resource and for what to do with a
   WMS that has none.
+- Returns: a ShipBob return's `reference_id` is unique too, so `create_return` is idempotent the
+  same way. The warehouse dispositions every unit itself when it processes the return (Restock
+  puts a sellable unit back on the shelf; Quarantine or Dispose keep a damaged one off it), and
+  `return.completed` reports that per item: `return_receipt_from_webhook` reads it as one receipt.
+- Partial cancellation: ShipBob cancels whole shipments, and cuts an unshipped shipment's line
+  items with `:updateLineItems` (the complete list each time); both are refused once a shipment is
+  picked, packed or labelled.
 """
 
 from __future__ import annotations
@@ -49,12 +56,15 @@ from orderflow.canonical import (
     FulfillmentOrder,
     FulfillmentOrderRequest,
     FulfillmentStatus,
+    ItemCondition,
     Label,
+    ReturnLine,
     Shipment,
     ShipmentLine,
     StockLevel,
     Tracking,
 )
+from orderflow.canonical.returns import ReturnReceipt, ReturnReceiptLine, WmsReturn
 from orderflow.canonical.saga import order_key_from_reference
 from orderflow.settings import WmsSettings
 
@@ -80,6 +90,14 @@ INSUFFICIENT_STOCK = "Insufficient stock."
 # A location's address for a label's ship-from: where undeliverable parcels come back to first.
 SHIP_FROM_SERVICES = ("Returns", "Receiving")
 B2B_CHANNELS = frozenset({"b2b", "edi", "wholesale"})
+# Shipment statuses ShipBob can still cancel or cut: nothing picked, packed or labelled yet.
+CANCELLABLE_SHIPMENT_STATUSES = frozenset({"None", "Processing", "Exception", "OnHold", "ImportReview"})
+# The topic whose body is a return the warehouse has inspected and dispositioned: a receipt.
+RETURN_RECEIPT_TOPIC = "return.completed"
+# What orderflow asks the warehouse to do with returned units: put back what can be sold. The
+# warehouse decides per unit and reports what it did; a damaged unit is quarantined or disposed.
+RETURN_REQUESTED_ACTION = "Restock"
+SELLABLE_ACTIONS = frozenset({"Restock"})
 
 
 class WmsClient:
@@ -227,6 +245,205 @@ class WmsClient:
                 return dict(payload)
         return None
 
+    # ------------------------------------------------------------------ partial cancellation
+
+    async def cancel_order_lines(self, wms_order_id: str, quantities: Mapping[str, int]) -> FulfillmentOrder:
+        """Cancel unshipped units of an order, per SKU, and keep the rest going.
+
+        `quantities` is how many units of each SKU are cancelled on this order in all, counted from
+        what was ordered, so a repeat (a retry after a lost answer) cuts nothing more. ShipBob can
+        cut only shipments not yet picked, packed or labelled: units in one of those are cut (a
+        shipment losing every unit is cancelled), units already on their way are left alone. The
+        result's `lines` are what the warehouse still ships or has shipped, per SKU.
+        """
+        payload = (await self._call("GET", f"order/{wms_order_id}")).json()
+        ordered: dict[str, int] = {}
+        for product in payload.get("products") or []:
+            sku = product.get("reference_id") or product.get("sku")
+            if sku:
+                ordered[sku] = ordered.get(sku, 0) + int(product.get("quantity") or 0)
+        unknown = sorted(sku for sku, qty in quantities.items() if qty > 0 and sku not in ordered)
+        if unknown:
+            raise ValidationRejectedError(
+                f"SKU(s) {', '.join(unknown)} are not on order {wms_order_id}", system=SYSTEM, vendor_code="UnknownSku"
+            )
+        shipments = [s for s in payload.get("shipments") or [] if s.get("status") != "Cancelled"]
+        live = _units_by_sku(shipments)
+        need = {
+            sku: qty - (ordered[sku] - live.get(sku, 0))
+            for sku, qty in quantities.items()
+            if qty > 0 and qty - (ordered[sku] - live.get(sku, 0)) > 0
+        }
+        # The newest shipments give their units up first; each is cut with one call.
+        for shipment in reversed(shipments):
+            if not need:
+                break
+            if shipment.get("status") not in CANCELLABLE_SHIPMENT_STATUSES:
+                continue
+            await self._cut_shipment(shipment, need)
+        after = (await self._call("GET", f"order/{wms_order_id}")).json()
+        return _with_live_lines(fulfillment_order_from_payload(after), after)
+
+    async def _cut_shipment(self, shipment: Mapping[str, Any], need: dict[str, int]) -> None:
+        """Take units of `need` off one cancellable shipment; `need` is reduced by what was taken."""
+        shipment_id = shipment["id"]
+        sku_of = {
+            int(item["id"]): str(product.get("reference_id") or product.get("sku"))
+            for product in shipment.get("products") or []
+            for item in product.get("inventory_items") or []
+        }
+        items = (await self._call("GET", f"shipment/{shipment_id}:getLineItems")).json() or []
+        kept: list[dict[str, Any]] = []
+        cut = False
+        for item in items:
+            sku = sku_of.get(int(item["inventory_id"]))
+            quantity = int(item.get("quantity") or 0)
+            take = min(quantity, need.get(sku or "", 0))
+            if take and sku:
+                cut = True
+                need[sku] -= take
+                if not need[sku]:
+                    del need[sku]
+            if quantity - take > 0:
+                entry = {k: item[k] for k in ("id", "inventory_id", "fulfillment_center_id") if k in item}
+                kept.append({**entry, "quantity": quantity - take})
+        if not cut:
+            return
+        if kept:
+            await self._call("POST", f"shipment/{shipment_id}:updateLineItems", json={"items": kept})
+        else:
+            await self._call("POST", f"shipment/{shipment_id}:cancel")
+
+    # ------------------------------------------------------------------ returns
+
+    async def create_return(
+        self,
+        reference: str,
+        *,
+        lines: Sequence[ReturnLine],
+        original_wms_order_id: str | None = None,
+        tracking_number: str | None = None,
+        warehouse_id: str | None = None,
+    ) -> WmsReturn:
+        """Tell the warehouse a return is coming (a ShipBob return order); safe to repeat for `reference`.
+
+        The return goes to `warehouse_id`, else to the centre that shipped the original order's
+        first parcel holding these SKUs. The warehouse is asked to restock what it can sell.
+        """
+        existing = await self.find_return(reference)
+        if existing is not None:
+            return existing
+        wanted: dict[str, int] = {}
+        for line in lines:
+            wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+        shipment: Mapping[str, Any] | None = None
+        inventory_ids: dict[str, int] = {}
+        if original_wms_order_id is not None:
+            shipped = (await self._call("GET", f"order/{original_wms_order_id}/shipment")).json() or []
+            for candidate in shipped:
+                skus = _inventory_ids(candidate)
+                inventory_ids = {**skus, **inventory_ids}
+                if (
+                    shipment is None
+                    and candidate.get("status") in LABELLED_SHIPMENT_STATUSES
+                    and set(skus) & set(wanted)
+                ):
+                    shipment = candidate
+        missing = sorted(set(wanted) - set(inventory_ids))
+        if missing:
+            inventory_ids.update(await self._inventory_ids(missing))
+        missing = sorted(set(wanted) - set(inventory_ids))
+        if missing:
+            raise ValidationRejectedError(
+                f"SKU(s) {', '.join(missing)} are not ShipBob inventory", system=SYSTEM, vendor_code="UnknownSku"
+            )
+        centre = warehouse_id or (str((shipment or {}).get("location", {}).get("id") or "") or None)
+        if centre is None:
+            raise ValidationRejectedError(
+                f"return {reference} needs a warehouse: give warehouse_id or an order that has shipped",
+                system=SYSTEM, vendor_code="NoWarehouse",
+            )  # fmt: skip
+        body = return_payload(
+            reference,
+            {inventory_ids[sku]: qty for sku, qty in wanted.items()},
+            warehouse_id=centre,
+            original_shipment_id=str(shipment["id"]) if shipment is not None else None,
+            tracking_number=tracking_number,
+        )
+        try:
+            response = await self._call("POST", "return", json=body)
+        except ValidationRejectedError as exc:
+            # A second return with the same reference_id is refused: that return is ours.
+            found = await self.find_return(reference) if exc.status_code == 422 else None
+            if found is None:
+                raise
+            return found
+        except TransientError as exc:
+            if isinstance(exc, RateLimitedError):
+                raise
+            try:
+                found = await self.find_return(reference)
+            except TransientError:
+                found = None
+            if found is None:
+                raise
+            return found
+        return wms_return_from_payload(response.json())
+
+    async def _inventory_ids(self, skus: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for sku in skus:
+            page = (await self._call("GET", "inventory-level/locations", params={"SearchBy": sku})).json()
+            for item in page.get("items") or []:
+                if item.get("sku") == sku:
+                    found[sku] = int(item["inventory_id"])
+        return found
+
+    async def find_return(self, reference: str) -> WmsReturn | None:
+        """The return created under `reference`, or None if the warehouse has none."""
+        response = await self._call("GET", "return", params={"ReferenceIds": reference, "Limit": 50})
+        for payload in response.json().get("items") or []:
+            if payload.get("reference_id") == reference:
+                return wms_return_from_payload(payload)
+        return None
+
+    async def get_return(self, wms_return_id: str) -> WmsReturn:
+        """A return as the warehouse holds it now."""
+        return wms_return_from_payload((await self._call("GET", f"return/{wms_return_id}")).json())
+
+    async def cancel_return(self, wms_return_id: str) -> WmsReturn:
+        """Cancel a return the warehouse has not received; cancelled already is fine, arrived is a conflict."""
+        current = await self.get_return(wms_return_id)
+        if current.status == "Cancelled":
+            return current
+        if current.status != "Awaiting Arrival":
+            raise ConflictError(
+                f"return {wms_return_id} is {current.status}; the warehouse has it, so it can no longer be cancelled",
+                system=SYSTEM, vendor_code=current.status,
+            )  # fmt: skip
+        return wms_return_from_payload((await self._call("POST", f"return/{wms_return_id}:cancel")).json())
+
+    async def restock_return(self, wms_return_id: str, receipt: ReturnReceipt) -> list[StockLevel]:
+        """Make sure a receipt's sellable units are back in fulfillable stock; their stock levels after.
+
+        ShipBob restocks a sellable unit itself when it dispositions the return, so this step checks
+        that the return record shows those units restocked (a receipt that claims more is a conflict)
+        and reads the stock back. Damaged units are never restocked. Safe to repeat.
+        """
+        payload = (await self._call("GET", f"return/{wms_return_id}")).json()
+        restocked = _processed(payload, SELLABLE_ACTIONS)
+        short = {sku: qty for sku, qty in receipt.sellable.items() if restocked.get(sku, 0) < qty}
+        if short:
+            raise ConflictError(
+                f"return {wms_return_id} shows fewer units restocked than receipt {receipt.receipt_id} says: "
+                + ", ".join(f"{sku} ({restocked.get(sku, 0)} of {qty})" for sku, qty in sorted(short.items())),
+                system=SYSTEM, vendor_code="NotRestocked",
+            )  # fmt: skip
+        if not receipt.sellable:
+            return []
+        warehouse = str((payload.get("fulfillment_center") or {}).get("id") or "") or None
+        return await self.get_stock(sorted(receipt.sellable), warehouse)
+
     async def get_location(self, warehouse_id: str) -> Address:
         """A fulfilment centre's address, to ship from."""
         response = await self._call("GET", "location", params={"IncludeInactive": "true"})
@@ -367,6 +584,30 @@ def order_payload(request: FulfillmentOrderRequest, *, label: Label | None = Non
     return body
 
 
+def return_payload(
+    reference: str,
+    inventory: Mapping[int, int],
+    *,
+    warehouse_id: str,
+    original_shipment_id: str | None = None,
+    tracking_number: str | None = None,
+) -> dict[str, Any]:
+    """The ShipBob create-return body: units per inventory id, asked to be restocked where sellable."""
+    body: dict[str, Any] = {
+        "reference_id": reference,
+        "fulfillment_center": {"id": int(warehouse_id)},
+        "inventory": [
+            {"id": inventory_id, "quantity": quantity, "requested_action": RETURN_REQUESTED_ACTION}
+            for inventory_id, quantity in inventory.items()
+        ],
+    }
+    if original_shipment_id is not None:
+        body["original_shipment_id"] = int(original_shipment_id)
+    if tracking_number:
+        body["tracking_number"] = tracking_number
+    return body
+
+
 def label_tags(label: Label) -> list[dict[str, str]]:
     """A bought label as order tags: ShipBob's create-order model has no field for a merchant's label."""
     values = {
@@ -405,6 +646,109 @@ def fulfillment_order_from_payload(payload: Mapping[str, Any]) -> FulfillmentOrd
         shipment_ids=[str(s["id"]) for s in shipments],
         exception_reason=exception_reason(shipments),
     )
+
+
+def _units_by_sku(shipments: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    units: dict[str, int] = {}
+    for shipment in shipments:
+        for product in shipment.get("products") or []:
+            sku = product.get("reference_id") or product.get("sku")
+            quantity = sum(int(i.get("quantity") or 0) for i in product.get("inventory_items") or [])
+            if sku and quantity:
+                units[sku] = units.get(sku, 0) + quantity
+    return units
+
+
+def _with_live_lines(order: FulfillmentOrder, payload: Mapping[str, Any]) -> FulfillmentOrder:
+    """The order with `lines` counted from its live shipments: what still ships or has shipped."""
+    live = _units_by_sku([s for s in payload.get("shipments") or [] if s.get("status") != "Cancelled"])
+    return order.model_copy(update={"lines": [FulfillmentLine(sku=sku, quantity=qty) for sku, qty in live.items()]})
+
+
+def _inventory_ids(shipment: Mapping[str, Any]) -> dict[str, int]:
+    """SKU -> inventory id, from a shipment's products."""
+    found: dict[str, int] = {}
+    for product in shipment.get("products") or []:
+        sku = product.get("reference_id") or product.get("sku")
+        for item in product.get("inventory_items") or []:
+            if sku and item.get("id") is not None:
+                found[str(sku)] = int(item["id"])
+    return found
+
+
+def _processed(payload: Mapping[str, Any], actions: frozenset[str] | None = None) -> dict[str, int]:
+    """Units per SKU the warehouse dispositioned on a return (with one of `actions`, or any)."""
+    units: dict[str, int] = {}
+    for item in payload.get("inventory") or []:
+        sku = item.get("sku")
+        for taken in item.get("action_taken") or []:
+            if sku and (actions is None or taken.get("action") in actions):
+                units[sku] = units.get(sku, 0) + int(taken.get("quantity_processed") or 0)
+    return units
+
+
+def wms_return_from_payload(payload: Mapping[str, Any]) -> WmsReturn:
+    """A ShipBob return as the canonical warehouse return: expected lines, status, tracking."""
+    lines = [
+        ReturnLine(sku=str(item["sku"]), quantity=int(item["quantity"]))
+        for item in payload.get("inventory") or []
+        if item.get("sku") and int(item.get("quantity") or 0) > 0
+    ]
+    centre = (payload.get("fulfillment_center") or {}).get("id")
+    return WmsReturn(
+        wms_return_id=str(payload["id"]),
+        reference=str(payload.get("reference_id") or payload["id"]),
+        status=str(payload.get("status") or "Awaiting Arrival"),
+        tracking_number=payload.get("tracking_number") or None,
+        lines=lines,
+        warehouse_id=str(centre) if centre is not None else None,
+    )
+
+
+def return_receipt_from_webhook(payload: Mapping[str, Any]) -> ReturnReceipt:
+    """A `return.completed` body as the receipt it reports: per SKU, units found sellable and damaged.
+
+    Units restocked are sellable; units quarantined or disposed are damaged. ShipBob completes a
+    return once, so the receipt id is the return's id with its completion time; a redelivery of
+    the same event gives the same id. Raises ValueError (naming the field) for a body that is not
+    a completed return.
+    """
+    return_id = payload.get("id")
+    if return_id is None or str(return_id).strip() == "":
+        raise ValueError("return webhook body has no id (field: id)")
+    if payload.get("status") != "Completed":
+        raise ValueError(f"return {return_id} is {payload.get('status')!r}, not Completed (field: status)")
+    completed = payload.get("completed_date")
+    if not completed:
+        raise ValueError(f"return {return_id} has no completed_date (field: completed_date)")
+    lines: list[ReturnReceiptLine] = []
+    for index, item in enumerate(payload.get("inventory") or []):
+        sku = item.get("sku")
+        if not sku:
+            raise ValueError(f"return {return_id} item {index} has no SKU (field: inventory[{index}].sku)")
+        for taken in item.get("action_taken") or []:
+            quantity = int(taken.get("quantity_processed") or 0)
+            if quantity <= 0:
+                continue
+            condition = ItemCondition.SELLABLE if taken.get("action") in SELLABLE_ACTIONS else ItemCondition.DAMAGED
+            lines.append(ReturnReceiptLine(sku=sku, quantity=quantity, condition=condition))
+    if not lines:
+        raise ValueError(f"return {return_id} was completed with nothing received (field: inventory)")
+    received_at = _parse_time(completed)
+    return ReturnReceipt(
+        wms_return_id=str(return_id),
+        reference=str(payload.get("reference_id") or return_id),
+        receipt_id=f"shipbob-return-{return_id}-{int(received_at.timestamp())}",
+        lines=_merge_receipt_lines(lines),
+        received_at=received_at,
+    )
+
+
+def _merge_receipt_lines(lines: list[ReturnReceiptLine]) -> list[ReturnReceiptLine]:
+    merged: dict[tuple[str, ItemCondition], int] = {}
+    for line in lines:
+        merged[(line.sku, line.condition)] = merged.get((line.sku, line.condition), 0) + line.quantity
+    return [ReturnReceiptLine(sku=sku, quantity=qty, condition=cond) for (sku, cond), qty in merged.items()]
 
 
 def allocation_from_reservation(payload: Mapping[str, Any]) -> Allocation:
@@ -632,9 +976,12 @@ __all__ = [
     "label_tags",
     "live_allocation",
     "order_payload",
+    "return_payload",
+    "return_receipt_from_webhook",
     "shipment_from_payload",
     "shipment_from_webhook",
     "shipments_from_webhook",
     "stock_levels_from_item",
     "verify_webhook",
+    "wms_return_from_payload",
 ]

@@ -68,3 +68,50 @@ class ChannelRefundRef(CanonicalModel):
 
     channel_refund_id: str
     amount: Money
+
+
+class ReturnReceiptLine(CanonicalModel):
+    """Units of one SKU the warehouse took in, and the condition it found them in."""
+
+    sku: Sku
+    quantity: int = Field(gt=0)
+    condition: ItemCondition
+
+
+class ReturnReceipt(CanonicalModel):
+    """One receipt of returned goods at the warehouse; `receipt_id` is its dedupe key."""
+
+    wms_return_id: NonEmptyStr
+    reference: NonEmptyStr
+    receipt_id: NonEmptyStr
+    lines: list[ReturnReceiptLine] = Field(min_length=1)
+    received_at: AwareDatetime
+
+    def quantities(self, condition: ItemCondition | None = None) -> dict[str, int]:
+        """Units received per SKU, of one condition or of all."""
+        result: dict[str, int] = {}
+        for line in self.lines:
+            if condition is None or line.condition is condition:
+                result[line.sku] = result.get(line.sku, 0) + line.quantity
+        return result
+
+    @property
+    def sellable(self) -> dict[str, int]:
+        """Units per SKU that can go back on the shelf."""
+        return self.quantities(ItemCondition.SELLABLE)
+
+    @property
+    def damaged(self) -> dict[str, int]:
+        """Units per SKU that cannot be sold again."""
+        return self.quantities(ItemCondition.DAMAGED)
+
+
+class WmsReturn(CanonicalModel):
+    """A return order at the warehouse: what is expected back, under which reference and tracking."""
+
+    wms_return_id: NonEmptyStr
+    reference: NonEmptyStr
+    status: str
+    tracking_number: str | None = None
+    lines: list[ReturnLine] = []
+    warehouse_id: str | None = None

@@ -11,6 +11,8 @@ What it models, and why:
   stopping at the fixed final status of the EasyPost test codes `EZ1000000001..EZ7000000007`.
 - Refunds are `submitted` at once and settle later: `refunded` if the parcel was never scanned,
   `rejected` otherwise.
+- Returns (`is_return: true`): the outbound addresses are swapped, and the label's tracker waits at
+  `unknown` until the customer ships, so an unused return label can always be voided.
 - Webhooks are Event objects signed `X-Hmac-Signature: hmac-sha256-hex=<hex>` with the NFKD form of
   the subscription's secret, retried for about a day (compressed) and disabled when exhausted.
 - Index (list) endpoints are limited to 5 requests a second, as EasyPost documents.
@@ -691,6 +693,11 @@ class CarrierSimulator(Simulator):
         code = self._tracking_code_for_label()
         final = TEST_TRACKING_CODES.get(code, "delivered")
         tracker = self._new_tracker(request, code, rate["carrier"], shipment, ["unknown", *_PATHS[final]], now)
+        if shipment["is_return"]:
+            # A return label waits for the customer to drop the parcel off, which may be never:
+            # nothing scans it until then (EasyPost's test mode would walk it), so an unused return
+            # label can still be voided when the return expires or is cancelled.
+            tracker.paused = True
         base = self._base_url(request)
         shipment |= {
             "selected_rate": rate,

@@ -19,13 +19,17 @@ from orderflow.sandbox.outbox import WebhookOutbox
 
 
 class DemoConfig(BaseModel):
-    """Demo mode: Shopify invents orders, and the WMS ships what it is released."""
+    """Demo mode: Shopify invents orders, the WMS ships what it is released and receives returns by itself."""
 
     model_config = ConfigDict(extra="forbid")
 
     shopify_orders_per_minute: float = Field(default=0.0, ge=0)
     wms_ship_after_seconds: float | None = Field(default=None, ge=0)
     carrier_tracker_step_seconds: float | None = Field(default=None, ge=0)
+    # Sandbox-clock seconds after a WMS return is created until the warehouse receives it (None: only
+    # `simulate/return` receives returns), and the chance that each returned unit is found damaged.
+    wms_return_receive_after_seconds: float | None = Field(default=None, ge=0)
+    wms_return_damaged_share: float = Field(default=0.0, ge=0, le=1)
 
 
 class WebhookTarget(BaseModel):

@@ -85,7 +85,7 @@ TRANSACTION_TYPES = set(RECORD_TYPES.values()) - {"customer", "inventoryItem"}
 TRANSFORMS: dict[str, set[str]] = {
     "salesOrder": {"itemFulfillment", "invoice", "cashSale", "returnAuthorization"},
     "cashSale": {"returnAuthorization"},
-    "invoice": {"returnAuthorization"},
+    "invoice": {"returnAuthorization", "creditMemo"},
     "returnAuthorization": {"itemReceipt", "creditMemo", "cashRefund"},
 }
 # SuiteQL's `transaction.type` codes.
@@ -120,7 +120,11 @@ RETURN_STATUSES = {
 CURRENCIES = {"1": ("USD", "US Dollar"), "2": ("GBP", "British pound"), "3": ("CAD", "Canadian Dollar"),
               "4": ("EUR", "Euro")}  # fmt: skip
 SUBSIDIARIES = {"1": "Orderflow Distribution Inc."}
-LOCATIONS = {w.erp_location_id: w.name for w in seed.WAREHOUSES}
+LOCATIONS = {w.erp_location_id: w.name for w in seed.WAREHOUSES} | dict([seed.RETURNS_WRITE_OFF_LOCATION])
+# Discount items a transaction's header discount (`discountItem`) may name.
+DISCOUNT_ITEMS = dict([seed.RESTOCKING_FEE_ITEM])
+# Documents that give money back; their lines may carry the amount credited, not just the quantity.
+CREDIT_TYPES = frozenset({"creditMemo", "cashRefund"})
 # SuiteQL returns a select field's internal id; the item weight unit's ids (modelled on the order of
 # the SOAP ItemWeightUnit enumeration: lb, oz, kg, g).
 WEIGHT_UNIT_IDS = {"lb": "1", "oz": "2", "kg": "3", "g": "4"}
@@ -790,12 +794,32 @@ class NetSuiteSimulator(Simulator):
             record.update({k: v for k, v in payload.items() if k not in ("id", "externalId")})
         else:
             lines = payload.pop("item", None)
-            if lines is not None:
+            if lines is not None and record_type == "returnAuthorization":
+                self._close_return_lines(record, lines)
+            elif lines is not None:
                 raise NetSuiteError(400, "USER_ERROR", "Lines of a transformed record cannot be edited here.",
                                     path="item")  # fmt: skip
             record.update({k: v for k, v in payload.items() if k not in ("id", "externalId", "createdFrom")})
         record["lastModifiedDate"] = self.ctx.clock.now().isoformat()
         return record
+
+    @staticmethod
+    def _close_return_lines(record: dict[str, Any], items: Any) -> None:
+        """A return authorization's lines may be closed (or reopened); nothing else on them may change."""
+        edits = items.get("items") if isinstance(items, dict) else None
+        if not isinstance(edits, list):
+            raise NetSuiteError(400, "INVALID_CONTENT", "item.items must be a list.", path="item.items")
+        current = {line["line"]: line for line in record["item"]["items"]}
+        for index, raw in enumerate(edits):
+            where = f"item.items[{index}]"
+            if not isinstance(raw, dict) or raw.get("line") not in current:
+                raise NetSuiteError(400, "INVALID_CONTENT", "Name an existing line in `line`.", path=f"{where}.line")
+            other = set(raw) - {"line", "isClosed"}
+            if other:
+                raise NetSuiteError(400, "USER_ERROR", f"Only isClosed can change on a return authorization line, "
+                                    f"not {', '.join(sorted(other))}.", path=where)  # fmt: skip
+            if "isClosed" in raw:
+                current[raw["line"]]["isClosed"] = bool(raw["isClosed"])
 
     def _customer_fields(self, record: dict[str, Any], payload: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         simple = ("entityId", "companyName", "firstName", "lastName", "email", "phone", "isPerson", "comments",
@@ -952,6 +976,9 @@ class NetSuiteSimulator(Simulator):
             for name in ("description", "location"):
                 if name in raw:
                     line[name] = raw[name]
+            # Custom transaction column fields (`custcol_...`) are stored as sent, as an account
+            # that defines them would.
+            line.update({k: v for k, v in raw.items() if k.startswith("custcol")})
             merged[line["line"]] = line
         return [merged[k] for k in sorted(merged)]
 
@@ -989,9 +1016,14 @@ class NetSuiteSimulator(Simulator):
                  "cashRefund": "credited"}  # fmt: skip
         progress: dict[int, dict[str, int]] = {}
         for target, child in self._children(record_type, record_id):
+            received = self._line_progress(target, child["id"]) if target == "returnAuthorization" else {}
             for line in child.get("item", {}).get("items", []):
                 slot = progress.setdefault(line["orderLine"], {})
-                slot[kinds[target]] = slot.get(kinds[target], 0) + line["quantity"]
+                quantity = line["quantity"]
+                if line.get("isClosed"):
+                    # A closed return line gives back what never arrived: the units may be returned again.
+                    quantity = received.get(line["line"], {}).get("received", 0)
+                slot[kinds[target]] = slot.get(kinds[target], 0) + quantity
         return progress
 
     def _status(self, record_type: str, record: dict[str, Any]) -> tuple[str, str] | None:
@@ -1018,14 +1050,16 @@ class NetSuiteSimulator(Simulator):
         if record_type == "returnAuthorization":
             received = {ln["line"]: progress.get(ln["line"], {}).get("received", 0) for ln in lines}
             credited = {ln["line"]: progress.get(ln["line"], {}).get("credited", 0) for ln in lines}
-            if record.get("closed"):
+            open_lines = [ln for ln in lines if not ln.get("isClosed")]
+            all_credited = all(credited[k] >= received[k] for k in received)
+            if not open_lines:
                 code = "H"
             elif not any(received.values()):
                 code = "B"
-            elif any(received[ln["line"]] < ln["quantity"] for ln in lines):
-                code = "D" if all(credited[k] >= received[k] for k in received) else "E"
+            elif any(received[ln["line"]] < ln["quantity"] for ln in open_lines):
+                code = "D" if all_credited else "E"
             else:
-                code = "G" if all(credited[k] >= received[k] for k in received) else "F"
+                code = "G" if all_credited else "F"
             return code, RETURN_STATUSES[code]
         if record_type == "itemFulfillment":
             code = _ref(record.get("shipStatus")) or "C"
@@ -1035,8 +1069,11 @@ class NetSuiteSimulator(Simulator):
         return None
 
     def _transaction_total(self, record: dict[str, Any]) -> Decimal:
+        """Lines, plus shipping, plus the header discount (negative), plus tax."""
         lines = record.get("item", {}).get("items", [])
-        return sum((Decimal(ln.get("amount", 0)) for ln in lines), Decimal(0)) + Decimal(record.get("shippingCost", 0))
+        subtotal = sum((Decimal(ln.get("amount", 0)) for ln in lines), Decimal(0))
+        extras = (Decimal(record.get(name, 0)) for name in ("shippingCost", "discountTotal", "taxTotal"))
+        return subtotal + sum(extras, Decimal(0))
 
     # -------------------------------------------------------------- transforms
 
@@ -1051,6 +1088,7 @@ class NetSuiteSimulator(Simulator):
         self._check_external_id(target, external_id)
         available = self._available(source_type, source, target)
         chosen: dict[int, int] = {line: qty for line, qty in available.items() if qty > 0}
+        overrides: dict[int, dict[str, Any]] = {}
         items = (payload.get("item") or {}).get("items")
         if items is not None:
             if not isinstance(items, list):
@@ -1075,8 +1113,10 @@ class NetSuiteSimulator(Simulator):
                         f"of line {order_line}.", path=f"{where}.quantity",
                     )  # fmt: skip
                 chosen[order_line] = int(quantity)
+                overrides[order_line] = self._line_overrides(target, raw, where)
         if not chosen:
             raise NetSuiteError(400, "USER_ERROR", f"There is nothing left to {_VERBS[target]} on this {source_type}.")
+        header_fields = self._header_amounts(target, payload)
         source_lines = {ln["line"]: ln for ln in source.get("item", {}).get("items", [])}
         lines = []
         for n, (order_line, quantity) in enumerate(sorted(chosen.items()), start=1):
@@ -1089,6 +1129,14 @@ class NetSuiteSimulator(Simulator):
                 line["amount"] = (rate * quantity).quantize(Decimal("0.01"))
             if target in ("itemFulfillment", "itemReceipt"):
                 line["itemReceive"] = True
+            if target == "returnAuthorization":
+                line["isClosed"] = False
+            extra = overrides.get(order_line, {})
+            if "amount" in extra and "rate" not in extra:
+                extra["rate"] = (extra["amount"] / quantity).quantize(Decimal("0.0001")).normalize()
+            elif "rate" in extra and "amount" not in extra:
+                extra["amount"] = (extra["rate"] * quantity).quantize(Decimal("0.01"))
+            line.update(extra)
             lines.append({k: v for k, v in line.items() if v is not None})
         now = self.ctx.clock.now()
         record: dict[str, Any] = {
@@ -1105,9 +1153,12 @@ class NetSuiteSimulator(Simulator):
         }
         if "location" in source:
             record["location"] = dict(source["location"])
+        header = ("item", "externalId", "id", "createdFrom", "entity", "location", "shippingCost", "discountItem",
+                  "discountRate", "taxDetailsOverride", "taxDetails", "taxTotal", "discountTotal", "total")  # fmt: skip
         for name, value in payload.items():
-            if name not in ("item", "externalId", "id", "createdFrom", "entity"):
+            if name not in header:
                 record[name] = value
+        record.update(header_fields)
         if external_id:
             record["externalId"] = external_id
         if target == "itemFulfillment":
@@ -1116,6 +1167,67 @@ class NetSuiteSimulator(Simulator):
             record["total"] = self._transaction_total(record)
         self.records[target][record["id"]] = record
         return self._located(base_url, target, record["id"])
+
+    def _line_overrides(self, target: str, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """What a transform line may set besides its quantity: a receiving location, a credited amount."""
+        extra: dict[str, Any] = {}
+        if "location" in raw and target in ("itemFulfillment", "itemReceipt"):
+            location = _ref(raw["location"])
+            if location not in LOCATIONS:
+                raise self._invalid_reference(location, "location", f"{where}.location")
+            extra["location"] = {"id": location, "refName": LOCATIONS[location]}
+        for name in ("rate", "amount"):
+            if name in raw:
+                if target not in CREDIT_TYPES:
+                    raise NetSuiteError(400, "USER_ERROR", f"The {name} of a {target} line comes from its source.",
+                                        path=f"{where}.{name}")  # fmt: skip
+                value = self._amount(raw[name], f"{where}.{name}")
+                if value < 0:
+                    raise NetSuiteError(400, "INVALID_CONTENT", f"{name} cannot be negative.", path=f"{where}.{name}")
+                extra[name] = value.quantize(Decimal("0.01")) if name == "amount" else value
+        return extra
+
+    def _header_amounts(self, target: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Header fields with money in them: location, shipping, a header discount and overridden tax.
+
+        Sales orders and invoices in this account carry no tax (the channel collects and remits it),
+        so tax exists only where a document says so: SuiteTax's `taxDetailsOverride` with explicit
+        `taxDetails` amounts, which is how an integration posts tax that another system computed.
+        """
+        fields: dict[str, Any] = {}
+        if "location" in payload:
+            location = _ref(payload["location"])
+            if location not in LOCATIONS:
+                raise self._invalid_reference(location, "location", "location")
+            fields["location"] = {"id": location, "refName": LOCATIONS[location]}
+        if "shippingCost" in payload:
+            fields["shippingCost"] = self._amount(payload["shippingCost"], "shippingCost").quantize(Decimal("0.01"))
+        if "discountRate" in payload or "discountItem" in payload:
+            item = _ref(payload.get("discountItem"))
+            if item not in DISCOUNT_ITEMS:
+                raise self._invalid_reference(item, "discountItem", "discountItem")
+            rate = self._amount(payload.get("discountRate", 0), "discountRate")
+            if rate > 0:
+                raise NetSuiteError(400, "INVALID_CONTENT", "A discount rate is negative.", path="discountRate")
+            fields.update(discountItem={"id": item, "refName": DISCOUNT_ITEMS[item]}, discountRate=rate,
+                          discountTotal=rate.quantize(Decimal("0.01")))  # fmt: skip
+        if payload.get("taxDetailsOverride"):
+            if target not in CREDIT_TYPES:
+                raise NetSuiteError(400, "USER_ERROR", f"Tax cannot be overridden on a {target}.",
+                                    path="taxDetailsOverride")  # fmt: skip
+            details = (payload.get("taxDetails") or {}).get("items")
+            if not isinstance(details, list):
+                raise NetSuiteError(400, "INVALID_CONTENT", "taxDetails.items must be a list.", path="taxDetails")
+            shown, tax = [], Decimal(0)
+            for index, raw in enumerate(details):
+                where = f"taxDetails.items[{index}]"
+                if not isinstance(raw, dict):
+                    raise NetSuiteError(400, "INVALID_CONTENT", "A tax detail must be an object.", path=where)
+                amount = self._amount(raw.get("taxAmount"), f"{where}.taxAmount").quantize(Decimal("0.01"))
+                tax += amount
+                shown.append({**{k: v for k, v in raw.items() if k != "taxAmount"}, "taxAmount": amount})
+            fields.update(taxDetailsOverride=True, taxDetails={"items": shown}, taxTotal=tax)
+        return fields
 
     def _available(self, source_type: str, source: dict[str, Any], target: str) -> dict[int, int]:
         """Per source line, how much the target document may still take."""
@@ -1132,12 +1244,14 @@ class NetSuiteSimulator(Simulator):
                 else:  # Advanced Shipping is on: bill what has shipped and is not billed yet.
                     left = done.get("fulfilled", 0) - done.get("billed", 0)
             elif source_type == "returnAuthorization":
-                if source.get("closed"):
+                if line.get("isClosed"):
                     left = 0
                 elif target == "itemReceipt":
                     left = quantity - done.get("received", 0)
                 else:
                     left = done.get("received", 0) - done.get("credited", 0)
+            elif target == "creditMemo":  # an invoice credited directly, without a return
+                left = quantity - done.get("credited", 0)
             else:
                 left = quantity - done.get("returned", 0)
             result[line["line"]] = max(0, left)

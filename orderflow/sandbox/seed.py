@@ -70,6 +70,11 @@ WAREHOUSES: tuple[Warehouse, ...] = (
     Warehouse(11, "Moreno Valley (CA)", "7", 72000000011, "17800 Perris Blvd", "Moreno Valley", "CA", "92551"),
 )
 
+# ERP-only records the return flow uses. Damaged returns are received into a write-off location
+# (no warehouse ships from it), and a restocking fee is a header discount on the credit memo.
+RETURNS_WRITE_OFF_LOCATION: tuple[str, str] = ("9", "Returns write-off (damaged)")
+RESTOCKING_FEE_ITEM: tuple[str, str] = ("951", "Restocking fee")
+
 _FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     # prefix, name, base price, weight in ounces
     ("BOLT-M8", "Hex bolt M8, box of 100", "18.50", "48"),

@@ -13,6 +13,12 @@ What it models, and where the model comes from (see `docs/adapters/shopify.md` f
   mutations; the same key returns the first result.
 - Webhooks are REST-shaped, signed with the app's client secret, retried 8 times over about 4 hours
   (compressed), and the subscription is deleted when the retries run out.
+- Returns: `returnRequest` (a customer's request, REQUESTED), `returnApproveRequest` (OPEN, with a
+  reverse fulfillment order at the location that shipped), `reverseDeliveryCreateWithShipping` (the
+  label and tracking the customer gets), `returnClose` and `returnCancel`, each emitting its
+  `returns/*` webhook. `refundCreate` emits `refunds/create`.
+- Sandbox-only routes under `/sandbox/...` act as a person would: a customer requesting a return,
+  staff approving it, staff refunding in Shopify admin.
 """
 
 from __future__ import annotations
@@ -75,7 +81,10 @@ CANCEL_JOB_SECONDS = 0.5
 # 8 retries over 4 hours with exponential backoff (changelog 2024-09-10); the steps are modeled.
 WEBHOOK_RETRY_SCHEDULE = [60.0, 120.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0, 6120.0]
 WEBHOOK_TIMEOUT_SECONDS = 5.0
-SCOPES = "read_orders,write_orders,read_fulfillments,write_fulfillments,read_inventory,write_inventory"
+SCOPES = (
+    "read_orders,write_orders,read_fulfillments,write_fulfillments,read_inventory,write_inventory,"
+    "read_returns,write_returns"
+)
 
 INVALID_TOKEN_BODY = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 
@@ -84,6 +93,10 @@ TOPICS = {
     "ORDERS_CANCELLED": "orders/cancelled",
     "REFUNDS_CREATE": "refunds/create",
     "FULFILLMENTS_CREATE": "fulfillments/create",
+    "RETURNS_REQUEST": "returns/request",
+    "RETURNS_APPROVE": "returns/approve",
+    "RETURNS_CLOSE": "returns/close",
+    "RETURNS_CANCEL": "returns/cancel",
 }
 TOPIC_ENUMS = {topic: enum for enum, topic in TOPICS.items()}
 INVENTORY_REASONS = frozenset(
@@ -280,6 +293,61 @@ class RefundRec:
 
 
 @dataclass
+class ReturnLineRec:
+    """Units of one fulfillment line item the customer sends back, and why."""
+
+    id: int
+    fulfillment_line_id: int
+    line_item_id: int
+    quantity: int
+    reason: str  # ReturnReason, upper case
+    customer_note: str | None = None
+    reason_note: str = ""
+
+
+@dataclass
+class ReverseDeliveryRec:
+    """The label and tracking a customer ships a return with."""
+
+    id: int
+    tracking_number: str | None
+    tracking_url: str | None
+    label_url: str | None
+    created_at: datetime
+    lines: list[tuple[int, int]] = field(default_factory=list)  # (reverse FO line id, quantity)
+
+
+@dataclass
+class ReverseFulfillmentOrderRec:
+    """The work of taking a return back in at one location (one per return here)."""
+
+    id: int
+    location_id: int
+    status: str  # open, closed, canceled
+    lines: list[tuple[int, int]]  # (reverse FO line id, return line id)
+    deliveries: list[ReverseDeliveryRec] = field(default_factory=list)
+
+
+@dataclass
+class ReturnRec:
+    """A return on an order: requested by the customer, approved, then closed or cancelled."""
+
+    id: int
+    order_id: int
+    name: str
+    status: str  # requested, open, closed, canceled, declined
+    lines: list[ReturnLineRec]
+    created_at: datetime
+    closed_at: datetime | None = None
+    reverse_orders: list[ReverseFulfillmentOrderRec] = field(default_factory=list)
+
+    @property
+    def total_quantity(self) -> int:
+        """Units the return covers."""
+        return sum(line.quantity for line in self.lines)
+
+
+@dataclass
 class OrderRec:
     """An order as the shop holds it."""
 
@@ -307,6 +375,7 @@ class OrderRec:
     fulfillments: list[FulfillmentRec] = field(default_factory=list)
     refunds: list[RefundRec] = field(default_factory=list)
     transactions: list[TransactionRec] = field(default_factory=list)
+    returns: list[ReturnRec] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -516,7 +585,20 @@ class ShopifySimulator(Simulator):
     def _snapshot_order(self, order: OrderRec) -> dict[str, Any]:
         rest = self._rest_order(order)
         rest["fulfillments"] = [self._rest_fulfillment(order, f) for f in order.fulfillments]
-        rest["refunds"] = [self._rest_refund(order, r) for r in order.refunds]
+        # The state adds each refund's total ("amount"), which the REST body spreads over transactions.
+        rest["refunds"] = [{**self._rest_refund(order, r), "amount": str(_money(r.total))} for r in order.refunds]
+        rest["returns"] = [
+            {
+                **self._rest_return(order, ret),
+                "reverse_deliveries": [
+                    {"id": d.id, "tracking_number": d.tracking_number, "tracking_url": d.tracking_url,
+                     "label_url": d.label_url, "line_items": [{"id": i, "quantity": q} for i, q in d.lines]}
+                    for rfo in ret.reverse_orders
+                    for d in rfo.deliveries
+                ],
+            }
+            for ret in order.returns
+        ]  # fmt: skip
         rest["fulfillment_orders"] = [
             {
                 "id": fo.id,
@@ -590,6 +672,11 @@ class ShopifySimulator(Simulator):
         "transaction": 8010388060000,
         "adjustment_group": 30000000000,
         "webhook_subscription": 1400000000000,
+        "return": 3547000000,
+        "return_line": 6200500000,
+        "reverse_fo": 5160000000,
+        "reverse_fo_line": 7730000000,
+        "reverse_delivery": 8810000000,
     }
 
     def _next_id(self, kind: str) -> int:
@@ -639,7 +726,29 @@ class ShopifySimulator(Simulator):
                 request.headers.get("content-type", ""),
             )
 
+        # Sandbox-only: what people do in Shopify, so tests and the demo can make it happen.
+        @router.post("/sandbox/returns/request")
+        async def customer_requests_return(request: Request) -> Response:
+            body = _json_object(await request.body())
+            return self._simulated(lambda: self._simulate_return_request(body))
+
+        @router.post("/sandbox/returns/{return_id}/approve")
+        async def staff_approves_return(return_id: str) -> Response:
+            return self._simulated(lambda: self._simulate_return_approval(return_id))
+
+        @router.post("/sandbox/refunds")
+        async def staff_refunds_in_admin(request: Request) -> Response:
+            body = _json_object(await request.body())
+            return self._simulated(lambda: self._simulate_admin_refund(body))
+
         return router
+
+    @staticmethod
+    def _simulated(action: Callable[[], dict[str, Any]]) -> Response:
+        try:
+            return JSONResponse(action(), status_code=201)
+        except UserFacingError as error:
+            return JSONResponse({"errors": [error.as_dict()]}, status_code=422)
 
     def _grant_token(self, body: bytes, content_type: str) -> Response:
         try:
@@ -808,6 +917,15 @@ class ShopifySimulator(Simulator):
                 "inventorySetQuantities": self._idempotent(version, "inventorySetQuantities", self._m_inventory_set),
                 "webhookSubscriptionCreate": lambda info, **a: self._m_webhook_create(version, **a),
                 "webhookSubscriptionDelete": lambda _info, **a: self._m_webhook_delete(**a),
+                "returnRequest": lambda _info, input: self._return_payload(lambda: self._return_request(input)),
+                "returnApproveRequest": lambda _info, input: self._return_payload(
+                    lambda: self._return_approve(input["id"])
+                ),
+                "returnClose": lambda _info, id: self._return_payload(lambda: self._return_close(id)),
+                "returnCancel": lambda _info, id, notifyCustomer=False: self._return_payload(
+                    lambda: self._return_cancel(id)
+                ),
+                "reverseDeliveryCreateWithShipping": lambda _info, **a: self._m_reverse_delivery_create(**a),
             }
         return {
             "shop": {"name": SHOP_NAME, "myshopifyDomain": SHOP_DOMAIN, "currencyCode": CURRENCY},
@@ -823,6 +941,7 @@ class ShopifySimulator(Simulator):
             "productVariants": lambda _info, query=None, **a: connection(
                 self._variants_matching(query), self._v_variant, **a
             ),
+            "return": lambda _info, id: self._q_return(id),
             "webhookSubscription": lambda _info, id: self._q_webhook(id),
             "webhookSubscriptions": lambda _info, topics=None, **a: connection(
                 [s for s in self._live_subscriptions() if topics is None or TOPIC_ENUMS.get(s.topics[0]) in topics],
@@ -1121,6 +1240,9 @@ class ShopifySimulator(Simulator):
             "transactions": lambda _info, first=None: [
                 self._v_transaction(order, t) for t in first_n(order.transactions, first)
             ],
+            "returns": lambda _info, query=None, **a: connection(
+                order.returns, lambda r: self._v_return(order, r), **a
+            ),
         }
 
     def _v_job(self, job: JobRec) -> dict[str, Any]:
@@ -1783,6 +1905,356 @@ class ShopifySimulator(Simulator):
         self._emit("refunds/create", self._rest_refund(order, refund))
         return order, refund
 
+    # -- returns -------------------------------------------------------------------------------
+    #
+    # Modelled on the Admin API's return flow. Simplified, and said so here: one reverse fulfillment
+    # order per return (at the location of the first fulfillment it returns from), no exchanges or
+    # return shipping fees, no declines, and refunds are not linked to the return they pay for (so a
+    # return line's refunded quantity stays 0; refundCreate works on the order, as orderflow uses it).
+
+    def _return_payload(self, action: Callable[[], tuple[OrderRec, ReturnRec]]) -> dict[str, Any]:
+        try:
+            order, ret = action()
+        except UserFacingError as error:
+            return {"return": None, "userErrors": [error.as_dict()]}
+        return {"return": self._v_return(order, ret), "userErrors": []}
+
+    def _find_return(self, value: Any) -> tuple[OrderRec, ReturnRec]:
+        number = parse_gid(value, "Return")
+        for order in self.orders.values():
+            for ret in order.returns:
+                if ret.id == number:
+                    return order, ret
+        raise UserFacingError("Return does not exist.", ["id"], "NOT_FOUND")
+
+    def _q_return(self, value: Any) -> dict[str, Any] | None:
+        try:
+            order, ret = self._find_return(value)
+        except UserFacingError:
+            return None
+        return self._v_return(order, ret)
+
+    def _fulfillment_line(self, order: OrderRec, fulfillment_line_id: int) -> FulfillmentLineRec | None:
+        return next((fl for f in order.fulfillments for fl in f.lines if fl.id == fulfillment_line_id), None)
+
+    def _returning(self, order: OrderRec, fulfillment_line_id: int) -> int:
+        """Units of a fulfillment line already in a return that is not cancelled or declined."""
+        return sum(
+            line.quantity
+            for ret in order.returns
+            if ret.status not in ("canceled", "declined")
+            for line in ret.lines
+            if line.fulfillment_line_id == fulfillment_line_id
+        )
+
+    def _return_request(self, data: dict[str, Any]) -> tuple[OrderRec, ReturnRec]:
+        """`returnRequest`: a customer asks to send fulfilled units back; the return is REQUESTED."""
+        order = self._order_of(data["orderId"])
+        if order is None:
+            raise UserFacingError("Order does not exist.", ["input", "orderId"], "NOT_FOUND")
+        items = data.get("returnLineItems") or []
+        if not items:
+            raise UserFacingError("Return line items can't be blank.", ["input", "returnLineItems"], "BLANK")
+        lines: list[ReturnLineRec] = []
+        asked: dict[int, int] = {}
+        for index, item in enumerate(items):
+            where = ["input", "returnLineItems", str(index)]
+            line = self._fulfillment_line(order, parse_gid(item["fulfillmentLineItemId"], "FulfillmentLineItem") or -1)
+            if line is None:
+                raise UserFacingError("Fulfillment line item does not exist.", [*where, "fulfillmentLineItemId"],
+                                      "NOT_FOUND")  # fmt: skip
+            asked[line.id] = asked.get(line.id, 0) + item["quantity"]
+            returnable = line.quantity - self._returning(order, line.id)
+            if item["quantity"] < 1 or asked[line.id] > returnable:
+                raise UserFacingError(
+                    f"Quantity must be between 1 and the {returnable} returnable units of the fulfillment line item.",
+                    [*where, "quantity"], "GREATER_THAN",
+                )  # fmt: skip
+            note = item.get("customerNote")
+            if note is not None and len(note) > 300:
+                raise UserFacingError("Customer note is too long (maximum is 300 characters).",
+                                      [*where, "customerNote"], "TOO_LONG")  # fmt: skip
+            lines.append(ReturnLineRec(self._next_id("return_line"), line.id, line.line_item_id, item["quantity"],
+                                       item.get("returnReason") or "UNKNOWN", note))  # fmt: skip
+        now = self.ctx.clock.now()
+        ret = ReturnRec(self._next_id("return"), order.id, f"{order.name}-R{len(order.returns) + 1}", "requested",
+                        lines, now)  # fmt: skip
+        order.returns.append(ret)
+        order.updated_at = now
+        self._emit("returns/request", self._rest_return(order, ret))
+        return order, ret
+
+    def _return_approve(self, value: Any) -> tuple[OrderRec, ReturnRec]:
+        """`returnApproveRequest`: REQUESTED becomes OPEN, with a reverse fulfillment order to receive it."""
+        order, ret = self._find_return(value)
+        if ret.status != "requested":
+            raise UserFacingError(
+                f"Return is not approvable. Only returns with status REQUESTED can be approved (it is "
+                f"{ret.status.upper()}).", ["input", "id"], "INVALID_STATE",
+            )  # fmt: skip
+        first = ret.lines[0].fulfillment_line_id
+        location = next(f.location_id for f in order.fulfillments for fl in f.lines if fl.id == first)
+        ret.reverse_orders.append(
+            ReverseFulfillmentOrderRec(self._next_id("reverse_fo"), location, "open",
+                                       [(self._next_id("reverse_fo_line"), line.id) for line in ret.lines])
+        )  # fmt: skip
+        ret.status = "open"
+        order.updated_at = self.ctx.clock.now()
+        self._emit("returns/approve", self._rest_return(order, ret))
+        return order, ret
+
+    def _return_close(self, value: Any) -> tuple[OrderRec, ReturnRec]:
+        """`returnClose`: an OPEN return is done."""
+        order, ret = self._find_return(value)
+        if ret.status != "open":
+            raise UserFacingError(f"Return is not closable: it is {ret.status.upper()}.", ["id"], "INVALID_STATE")
+        now = self.ctx.clock.now()
+        ret.status, ret.closed_at = "closed", now
+        for rfo in ret.reverse_orders:
+            rfo.status = "closed"
+        order.updated_at = now
+        self._emit("returns/close", self._rest_return(order, ret))
+        return order, ret
+
+    def _return_cancel(self, value: Any) -> tuple[OrderRec, ReturnRec]:
+        """`returnCancel`: a REQUESTED or OPEN return is called off."""
+        order, ret = self._find_return(value)
+        if ret.status not in ("requested", "open"):
+            raise UserFacingError(f"Return is not cancelable: it is {ret.status.upper()}.", ["id"], "INVALID_STATE")
+        ret.status = "canceled"
+        for rfo in ret.reverse_orders:
+            rfo.status = "canceled"
+        order.updated_at = self.ctx.clock.now()
+        self._emit("returns/cancel", self._rest_return(order, ret))
+        return order, ret
+
+    def _m_reverse_delivery_create(
+        self,
+        reverseFulfillmentOrderId: str,
+        reverseDeliveryLineItems: list[dict[str, Any]],
+        trackingInput: dict[str, Any] | None = None,
+        labelInput: dict[str, Any] | None = None,
+        notifyCustomer: bool = True,
+    ) -> dict[str, Any]:
+        """`reverseDeliveryCreateWithShipping`: the label and tracking the customer ships the return with."""
+        number = parse_gid(reverseFulfillmentOrderId, "ReverseFulfillmentOrder")
+        found = next(((o, r, rfo) for o in self.orders.values() for r in o.returns for rfo in r.reverse_orders
+                      if rfo.id == number), None)  # fmt: skip
+        if found is None:
+            error = UserFacingError("Reverse fulfillment order does not exist.", ["reverseFulfillmentOrderId"],
+                                    "NOT_FOUND")  # fmt: skip
+            return {"reverseDelivery": None, "userErrors": [error.as_dict()]}
+        order, ret, rfo = found
+        if rfo.status != "open":
+            error = UserFacingError(f"Reverse fulfillment order is {rfo.status.upper()}.",
+                                    ["reverseFulfillmentOrderId"], "INVALID_STATE")  # fmt: skip
+            return {"reverseDelivery": None, "userErrors": [error.as_dict()]}
+        totals = {line_id: next(rl.quantity for rl in ret.lines if rl.id == rl_id) for line_id, rl_id in rfo.lines}
+        lines: list[tuple[int, int]] = []
+        for index, item in enumerate(reverseDeliveryLineItems):
+            line_id = parse_gid(item["reverseFulfillmentOrderLineItemId"], "ReverseFulfillmentOrderLineItem")
+            if line_id not in totals or not 1 <= item["quantity"] <= totals[line_id]:
+                error = UserFacingError("Invalid reverse fulfillment order line item or quantity.",
+                                        ["reverseDeliveryLineItems", str(index)], "INVALID")  # fmt: skip
+                return {"reverseDelivery": None, "userErrors": [error.as_dict()]}
+            lines.append((line_id, item["quantity"]))
+        tracking = trackingInput or {}
+        delivery = ReverseDeliveryRec(self._next_id("reverse_delivery"), tracking.get("number"), tracking.get("url"),
+                                      (labelInput or {}).get("fileUrl"), self.ctx.clock.now(), lines)  # fmt: skip
+        rfo.deliveries.append(delivery)
+        order.updated_at = delivery.created_at
+        return {"reverseDelivery": self._v_reverse_delivery(order, ret, rfo, delivery), "userErrors": []}
+
+    def _v_fulfillment_line(self, order: OrderRec, fulfillment_line_id: int) -> dict[str, Any]:
+        line = self._fulfillment_line(order, fulfillment_line_id)
+        assert line is not None
+        items = {li.id: li for li in order.line_items}
+        return {
+            "id": gid("FulfillmentLineItem", line.id),
+            "quantity": line.quantity,
+            "lineItem": lambda _info: self._v_line(order, items[line.line_item_id]),
+        }
+
+    def _v_return_line(self, order: OrderRec, line: ReturnLineRec) -> dict[str, Any]:
+        item = next(li for li in order.line_items if li.id == line.line_item_id)
+        unit = item.price - (item.discount / item.quantity if item.quantity else Decimal(0))
+        return {
+            "__typename": "ReturnLineItem",
+            "id": gid("ReturnLineItem", line.id),
+            "quantity": line.quantity,
+            "customerNote": line.customer_note,
+            "returnReasonNote": line.reason_note,
+            "returnReason": line.reason,
+            "refundableQuantity": line.quantity,
+            "refundedQuantity": 0,
+            "withCodeDiscountedTotalPriceSet": self._bag(unit * line.quantity, order.currency),
+            "fulfillmentLineItem": lambda _info: self._v_fulfillment_line(order, line.fulfillment_line_id),
+        }
+
+    def _v_reverse_delivery(
+        self, order: OrderRec, ret: ReturnRec, rfo: ReverseFulfillmentOrderRec, d: ReverseDeliveryRec
+    ) -> dict[str, Any]:
+        return {
+            "id": gid("ReverseDelivery", d.id),
+            "deliverable": {
+                "__typename": "ReverseDeliveryShippingDeliverable",
+                "label": None
+                if d.label_url is None
+                else {"publicFileUrl": d.label_url, "createdAt": _iso(d.created_at), "updatedAt": _iso(d.created_at)},
+                "tracking": {"carrierName": None, "number": d.tracking_number, "url": d.tracking_url},
+            },
+            "reverseFulfillmentOrder": lambda _info: self._v_reverse_order(order, ret, rfo),
+            "reverseDeliveryLineItems": lambda _info, **a: connection(
+                d.lines, lambda pair: {"id": gid("ReverseDeliveryLineItem", pair[0]), "quantity": pair[1]}, **a
+            ),
+        }
+
+    def _v_reverse_order(self, order: OrderRec, ret: ReturnRec, rfo: ReverseFulfillmentOrderRec) -> dict[str, Any]:
+        by_id = {line.id: line for line in ret.lines}
+        return {
+            "id": gid("ReverseFulfillmentOrder", rfo.id),
+            "status": rfo.status.upper(),
+            "order": lambda _info: self._v_order(order),
+            "lineItems": lambda _info, **a: connection(
+                rfo.lines,
+                lambda pair: {
+                    "id": gid("ReverseFulfillmentOrderLineItem", pair[0]),
+                    "totalQuantity": by_id[pair[1]].quantity,
+                    "fulfillmentLineItem": lambda _info: self._v_fulfillment_line(
+                        order, by_id[pair[1]].fulfillment_line_id
+                    ),
+                },
+                **a,
+            ),
+            "reverseDeliveries": lambda _info, **a: connection(
+                rfo.deliveries, lambda d: self._v_reverse_delivery(order, ret, rfo, d), **a
+            ),
+        }
+
+    def _v_return(self, order: OrderRec, ret: ReturnRec) -> dict[str, Any]:
+        return {
+            "id": gid("Return", ret.id),
+            "name": ret.name,
+            "status": ret.status.upper(),
+            "order": lambda _info: self._v_order(order),
+            "totalQuantity": ret.total_quantity,
+            "createdAt": _iso(ret.created_at),
+            "closedAt": _iso(ret.closed_at),
+            "decline": None,
+            "returnLineItems": lambda _info, **a: connection(ret.lines, lambda ln: self._v_return_line(order, ln), **a),
+            "reverseFulfillmentOrders": lambda _info, **a: connection(
+                ret.reverse_orders, lambda rfo: self._v_reverse_order(order, ret, rfo), **a
+            ),
+        }
+
+    def _rest_return(self, order: OrderRec, ret: ReturnRec) -> dict[str, Any]:
+        """A `returns/*` webhook body: ids only below the return line items, as Shopify sends them."""
+        return {
+            "id": ret.id,
+            "admin_graphql_api_id": gid("Return", ret.id),
+            "status": ret.status,
+            "order": {"id": order.id, "admin_graphql_api_id": gid("Order", order.id)},
+            "total_return_line_items": len(ret.lines),
+            "name": ret.name,
+            "return_line_items": [
+                {
+                    "id": line.id,
+                    "admin_graphql_api_id": gid("ReturnLineItem", line.id),
+                    "fulfillment_line_item": {
+                        "id": line.fulfillment_line_id,
+                        "admin_graphql_api_id": gid("FulfillmentLineItem", line.fulfillment_line_id),
+                        "line_item": {"id": line.line_item_id,
+                                      "admin_graphql_api_id": gid("LineItem", line.line_item_id)},
+                    },
+                    "quantity": line.quantity,
+                    "return_reason": line.reason.lower(),
+                    "return_reason_note": line.reason_note,
+                    "customer_note": line.customer_note,
+                }
+                for line in ret.lines
+            ],
+            "return_shipping_fees": [],
+            "exchange_line_items": [],
+            "total_exchange_line_items": 0,
+        }  # fmt: skip
+
+    # -- what people do in Shopify (sandbox-only routes) ---------------------------------------
+
+    def _sandbox_order(self, body: dict[str, Any]) -> OrderRec:
+        raw = body.get("order_id")
+        order = self.orders.get(int(str(raw))) if str(raw).isdigit() else self._order_of(raw)
+        if order is None:
+            raise UserFacingError(f"Order {raw} does not exist.", ["order_id"], "NOT_FOUND")
+        return order
+
+    def _simulate_return_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A customer asks for a return from the order status page: `lines` are SKUs and quantities.
+
+        The units are taken from the order's fulfillments, oldest first, as the customer picks them.
+        """
+        order = self._sandbox_order(body)
+        items: list[dict[str, Any]] = []
+        for index, wanted in enumerate(body.get("lines") or []):
+            sku, left = str(wanted.get("sku") or ""), int(wanted.get("quantity") or 0)
+            reason = str(wanted.get("reason") or "UNWANTED").upper()
+            for f in order.fulfillments:
+                for fl in f.lines:
+                    item = next(li for li in order.line_items if li.id == fl.line_item_id)
+                    free = fl.quantity - self._returning(order, fl.id) - sum(
+                        i["quantity"] for i in items if i["fulfillmentLineItemId"] == gid("FulfillmentLineItem", fl.id)
+                    )  # fmt: skip
+                    take = min(left, free) if item.sku == sku else 0
+                    if take > 0:
+                        items.append({"fulfillmentLineItemId": gid("FulfillmentLineItem", fl.id), "quantity": take,
+                                      "returnReason": reason, "customerNote": wanted.get("note")})  # fmt: skip
+                        left -= take
+            if left > 0:
+                raise UserFacingError(f"{sku} has {left} unit(s) too many to return: not fulfilled or already "
+                                      "returned.", ["lines", str(index), "quantity"], "GREATER_THAN")  # fmt: skip
+        order, ret = self._return_request({"orderId": gid("Order", order.id), "returnLineItems": items})
+        return self._rest_return(order, ret)
+
+    def _simulate_return_approval(self, return_id: str) -> dict[str, Any]:
+        """Staff approve a requested return in the admin."""
+        order, ret = self._return_approve(gid("Return", return_id) if return_id.isdigit() else return_id)
+        return self._rest_return(order, ret)
+
+    def _simulate_admin_refund(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Staff refund in the admin: units at what they sold for, with their tax, plus any shipping.
+
+        `lines` are [{sku, quantity, restock}]; `shipping` an amount; `amount` overrides the total
+        refunded (a goodwill refund). The refund carries the staff's note, never orderflow's marker.
+        """
+        order = self._sandbox_order(body)
+        refund_lines: list[dict[str, Any]] = []
+        total = Decimal(0)
+        for index, wanted in enumerate(body.get("lines") or []):
+            sku, quantity = str(wanted.get("sku") or ""), int(wanted.get("quantity") or 0)
+            line = next((li for li in order.line_items if li.sku == sku), None)
+            if line is None:
+                raise UserFacingError(f"{sku} is not on order {order.id}.", ["lines", str(index), "sku"], "NOT_FOUND")
+            unit_net = line.price - line.discount / line.quantity
+            unit_tax = sum((t.amount for t in line.tax_lines), Decimal(0)) / line.quantity
+            total += _money(unit_net * quantity) + _money(unit_tax * quantity)
+            refund_lines.append({"lineItemId": gid("LineItem", line.id), "quantity": quantity,
+                                 "restockType": "RETURN" if wanted.get("restock") else "NO_RESTOCK"})  # fmt: skip
+        shipping = _amount(body.get("shipping") or 0)
+        total += shipping
+        if body.get("amount") is not None:
+            total = _amount(body["amount"])
+        sale = next((t for t in order.transactions if t.kind in ("sale", "capture") and t.status == "success"), None)
+        data: dict[str, Any] = {
+            "orderId": gid("Order", order.id),
+            "note": body.get("note") or "Refunded by staff",
+            "refundLineItems": refund_lines,
+            "shipping": {"amount": str(shipping)},
+        }
+        if sale is not None and total > 0:
+            data["transactions"] = [{"orderId": gid("Order", order.id), "parentId": gid("OrderTransaction", sale.id),
+                                     "amount": str(total), "gateway": sale.gateway, "kind": "REFUND"}]  # fmt: skip
+        order, refund = self._refund_create(data)
+        return self._rest_refund(order, refund)
+
     # -- inventory -----------------------------------------------------------------------------
 
     def _inventory_target(self, item_gid: Any, location_gid: Any, where: list[str]) -> tuple[int, int]:
@@ -2255,3 +2727,12 @@ def _rest_address(data: dict[str, Any] | None) -> dict[str, Any] | None:
         "country_code": data.get("countryCode"),
         "phone": data.get("phone"),
     }
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """A sandbox route's JSON body; anything but an object is an empty one."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

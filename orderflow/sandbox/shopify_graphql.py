@@ -75,7 +75,14 @@ enum OrderTransactionStatus { SUCCESS FAILURE PENDING ERROR AWAITING_RESPONSE UN
 enum OrderCancelUserErrorCode { INTERNAL_ERROR INVALID NO_REFUND_PERMISSION NOT_FOUND }
 enum WebhookSubscriptionTopic {
   ORDERS_CREATE ORDERS_CANCELLED REFUNDS_CREATE FULFILLMENTS_CREATE
+  RETURNS_REQUEST RETURNS_APPROVE RETURNS_CLOSE RETURNS_CANCEL
 }
+enum ReturnStatus { CANCELED CLOSED DECLINED OPEN REQUESTED }
+enum ReturnReason {
+  COLOR DEFECTIVE NOT_AS_DESCRIBED OTHER SIZE_TOO_LARGE SIZE_TOO_SMALL STYLE UNKNOWN UNWANTED WRONG_ITEM
+}
+enum ReverseFulfillmentOrderStatus { CANCELED CLOSED OPEN }
+enum ReturnErrorCode { INVALID INVALID_STATE NOT_FOUND BLANK GREATER_THAN TOO_LONG }
 enum WebhookSubscriptionFormat { JSON XML }
 enum OrderSortKeys { CREATED_AT UPDATED_AT ORDER_NUMBER ID }
 
@@ -183,6 +190,60 @@ type Fulfillment implements Node {
   fulfillmentLineItems(first: Int, last: Int, after: String, before: String): FulfillmentLineItemConnection!
 }
 
+interface ReturnLineItemType {
+  id: ID! quantity: Int! customerNote: String returnReasonNote: String! refundableQuantity: Int!
+  refundedQuantity: Int!
+}
+type ReturnLineItem implements ReturnLineItemType & Node {
+  id: ID! quantity: Int! customerNote: String returnReasonNote: String! refundableQuantity: Int!
+  refundedQuantity: Int! returnReason: ReturnReason! fulfillmentLineItem: FulfillmentLineItem!
+  withCodeDiscountedTotalPriceSet: MoneyBag!
+}
+type ReturnLineItemTypeEdge { cursor: String! node: ReturnLineItemType! }
+type ReturnLineItemTypeConnection {
+  nodes: [ReturnLineItemType!]! edges: [ReturnLineItemTypeEdge!]! pageInfo: PageInfo!
+}
+type ReverseDeliveryLabelV2 { publicFileUrl: URL createdAt: DateTime! updatedAt: DateTime! }
+type ReverseDeliveryTrackingV2 { carrierName: String number: String url: URL }
+type ReverseDeliveryShippingDeliverable { label: ReverseDeliveryLabelV2 tracking: ReverseDeliveryTrackingV2 }
+union ReverseDeliveryDeliverable = ReverseDeliveryShippingDeliverable
+type ReverseDeliveryLineItem { id: ID! quantity: Int! }
+type ReverseDeliveryLineItemEdge { cursor: String! node: ReverseDeliveryLineItem! }
+type ReverseDeliveryLineItemConnection {
+  nodes: [ReverseDeliveryLineItem!]! edges: [ReverseDeliveryLineItemEdge!]! pageInfo: PageInfo!
+}
+type ReverseDelivery implements Node {
+  id: ID! deliverable: ReverseDeliveryDeliverable reverseFulfillmentOrder: ReverseFulfillmentOrder!
+  reverseDeliveryLineItems(first: Int, last: Int, after: String, before: String): ReverseDeliveryLineItemConnection!
+}
+type ReverseDeliveryEdge { cursor: String! node: ReverseDelivery! }
+type ReverseDeliveryConnection { nodes: [ReverseDelivery!]! edges: [ReverseDeliveryEdge!]! pageInfo: PageInfo! }
+type ReverseFulfillmentOrderLineItem implements Node {
+  id: ID! totalQuantity: Int! fulfillmentLineItem: FulfillmentLineItem
+}
+type ReverseFulfillmentOrderLineItemEdge { cursor: String! node: ReverseFulfillmentOrderLineItem! }
+type ReverseFulfillmentOrderLineItemConnection {
+  nodes: [ReverseFulfillmentOrderLineItem!]! edges: [ReverseFulfillmentOrderLineItemEdge!]! pageInfo: PageInfo!
+}
+type ReverseFulfillmentOrder implements Node {
+  id: ID! status: ReverseFulfillmentOrderStatus! order: Order
+  lineItems(first: Int, last: Int, after: String, before: String): ReverseFulfillmentOrderLineItemConnection!
+  reverseDeliveries(first: Int, last: Int, after: String, before: String): ReverseDeliveryConnection!
+}
+type ReverseFulfillmentOrderEdge { cursor: String! node: ReverseFulfillmentOrder! }
+type ReverseFulfillmentOrderConnection {
+  nodes: [ReverseFulfillmentOrder!]! edges: [ReverseFulfillmentOrderEdge!]! pageInfo: PageInfo!
+}
+type ReturnDecline { reason: String! note: String }
+type Return implements Node {
+  id: ID! name: String! status: ReturnStatus! order: Order! totalQuantity: Int! createdAt: DateTime
+  closedAt: DateTime decline: ReturnDecline
+  returnLineItems(first: Int, last: Int, after: String, before: String): ReturnLineItemTypeConnection!
+  reverseFulfillmentOrders(first: Int, last: Int, after: String, before: String): ReverseFulfillmentOrderConnection!
+}
+type ReturnEdge { cursor: String! node: Return! }
+type ReturnConnection { nodes: [Return!]! edges: [ReturnEdge!]! pageInfo: PageInfo! }
+
 type OrderTransaction implements Node {
   id: ID! kind: OrderTransactionKind! status: OrderTransactionStatus! gateway: String
   amountSet: MoneyBag! createdAt: DateTime! parentTransaction: OrderTransaction
@@ -226,6 +287,7 @@ type Order implements Node {
   fulfillments(first: Int): [Fulfillment!]!
   refunds(first: Int): [Refund!]!
   transactions(first: Int): [OrderTransaction!]!
+  returns(first: Int, last: Int, after: String, before: String, query: String): ReturnConnection!
 }
 type OrderEdge { cursor: String! node: Order! }
 type OrderConnection { nodes: [Order!]! edges: [OrderEdge!]! pageInfo: PageInfo! }
@@ -242,6 +304,7 @@ type WebhookSubscriptionConnection {
 }
 
 type UserError { field: [String!] message: String! }
+type ReturnUserError { field: [String!] message: String! code: ReturnErrorCode }
 type OrderCancelUserError { field: [String!] message: String! code: OrderCancelUserErrorCode }
 type OrderCreateUserError { field: [String!] message: String! code: String }
 type InventoryAdjustQuantitiesUserError { field: [String!] message: String! code: String }
@@ -264,6 +327,11 @@ type InventoryAdjustQuantitiesPayload {
 type InventorySetQuantitiesPayload {
   inventoryAdjustmentGroup: InventoryAdjustmentGroup userErrors: [InventorySetQuantitiesUserError!]!
 }
+type ReturnRequestPayload { return: Return userErrors: [ReturnUserError!]! }
+type ReturnApproveRequestPayload { return: Return userErrors: [ReturnUserError!]! }
+type ReturnClosePayload { return: Return userErrors: [ReturnUserError!]! }
+type ReturnCancelPayload { return: Return userErrors: [ReturnUserError!]! }
+type ReverseDeliveryCreateWithShippingPayload { reverseDelivery: ReverseDelivery userErrors: [ReturnUserError!]! }
 type WebhookSubscriptionCreatePayload { webhookSubscription: WebhookSubscription userErrors: [UserError!]! }
 type WebhookSubscriptionDeletePayload { deletedWebhookSubscriptionId: ID userErrors: [UserError!]! }
 
@@ -315,6 +383,15 @@ input RefundInput {
   refundLineItems: [RefundLineItemInput!] transactions: [OrderTransactionInput!]
 }
 
+input ReturnRequestLineItemInput {
+  fulfillmentLineItemId: ID! quantity: Int! returnReason: ReturnReason customerNote: String
+}
+input ReturnRequestInput { orderId: ID! returnLineItems: [ReturnRequestLineItemInput!]! }
+input ReturnApproveRequestInput { id: ID! notifyCustomer: Boolean = false }
+input ReverseDeliveryLineItemInput { reverseFulfillmentOrderLineItemId: ID! quantity: Int! }
+input ReverseDeliveryTrackingInput { number: String url: URL }
+input ReverseDeliveryLabelInput { fileUrl: URL! }
+
 input InventoryChangeInput { delta: Int! inventoryItemId: ID! locationId: ID! ledgerDocumentUri: String }
 input InventoryAdjustQuantitiesInput {
   name: String! reason: String! referenceDocumentUri: String changes: [InventoryChangeInput!]!
@@ -342,6 +419,7 @@ type Query {
   inventoryItem(id: ID!): InventoryItem
   inventoryLevel(id: ID!): InventoryLevel
   productVariants(first: Int, last: Int, after: String, before: String, query: String): ProductVariantConnection!
+  return(id: ID!): Return
   webhookSubscription(id: ID!): WebhookSubscription
   webhookSubscriptions(first: Int, last: Int, after: String, before: String, topics: [WebhookSubscriptionTopic!]):
     WebhookSubscriptionConnection!
@@ -358,6 +436,14 @@ type Mutation {
   webhookSubscriptionCreate(topic: WebhookSubscriptionTopic!, webhookSubscription: WebhookSubscriptionInput!):
     WebhookSubscriptionCreatePayload
   webhookSubscriptionDelete(id: ID!): WebhookSubscriptionDeletePayload
+  returnRequest(input: ReturnRequestInput!): ReturnRequestPayload
+  returnApproveRequest(input: ReturnApproveRequestInput!): ReturnApproveRequestPayload
+  returnClose(id: ID!): ReturnClosePayload
+  returnCancel(id: ID!, notifyCustomer: Boolean = false): ReturnCancelPayload
+  reverseDeliveryCreateWithShipping(
+    reverseFulfillmentOrderId: ID!, reverseDeliveryLineItems: [ReverseDeliveryLineItemInput!]!,
+    trackingInput: ReverseDeliveryTrackingInput, labelInput: ReverseDeliveryLabelInput, notifyCustomer: Boolean = true
+  ): ReverseDeliveryCreateWithShippingPayload
 }
 """
 

@@ -15,7 +15,12 @@ behaves like ShipBob where orderflow depends on it:
 - `GET /location` lists the fulfilment centres with their addresses;
 - shipments move Processing -> LabeledCreated -> Completed on the sandbox clock; a label sets
   tracking, takes the units off the shelf and fires `order.shipped`;
-- returns move Awaiting Arrival -> Arrived -> Processing -> Completed when received;
+- returns move Awaiting Arrival -> Arrived -> Processing -> Completed when received; the warehouse
+  dispositions each unit (Restock puts it back on the shelf, Quarantine or Dispose do not) and
+  `return.completed` reports it per item in `action_taken`. In demo mode the warehouse receives a
+  return by itself after a delay, finding a configurable share of the units damaged;
+- an unshipped shipment's line items can be cut (`shipment/{id}:getLineItems` and
+  `:updateLineItems`, which takes the complete list) or the shipment cancelled (`shipment/{id}:cancel`);
 - webhooks are signed the Standard Webhooks way (`webhook-id`, `webhook-timestamp`,
   `webhook-signature: v1,<base64>`) and retried on ShipBob's published schedule.
 
@@ -390,6 +395,9 @@ class WmsSimulator(Simulator):
             ("GET", "/{version}/order/{order_id}", self._get_order, False, True),
             ("GET", "/{version}/order/{order_id}/shipment", self._get_order_shipments, False, True),
             ("POST", "/{version}/order/{order_id}:cancel", self._cancel_order, True, True),
+            ("POST", "/{version}/shipment/{shipment_id}:cancel", self._cancel_shipment, True, True),
+            ("GET", "/{version}/shipment/{shipment_id}:getLineItems", self._get_line_items, False, True),
+            ("POST", "/{version}/shipment/{shipment_id}:updateLineItems", self._update_line_items, True, True),
             ("GET", "/{version}/inventory-level/locations", self._inventory_locations, False, True),
             ("GET", "/{version}/inventory-level/{inventory_id}/locations", self._inventory_item, False, True),
             ("POST", "/{version}/inventory-reservation", self._create_reservation, True, True),
@@ -986,6 +994,89 @@ class WmsSimulator(Simulator):
             "canceled_shipment_results": results,
         }
 
+    def _shipment(self, request: Request) -> _Shipment:
+        shipment = self.shipments.get(_to_int(request.path_params["shipment_id"]))
+        if shipment is None:
+            raise problem(404, f"Shipment {request.path_params['shipment_id']} was not found.")
+        return shipment
+
+    def _cancel_shipment(self, request: Request, _body: Any) -> tuple[int, Any]:
+        """Cancel one shipment of an order; refused once it is picked, packed or labelled."""
+        shipment = self._shipment(request)
+        if shipment.status == "Cancelled":
+            return 200, self._shipment_view(shipment)
+        if shipment.status not in CANCELLABLE:
+            reason = f"Shipment {shipment.id} is {shipment.status} and cannot be cancelled."
+            raise _Reply(422, {"shipment_id": [reason]})
+        self._release(shipment)
+        shipment.status, shipment.updated_at = "Cancelled", self.ctx.clock.now()
+        self._emit_shipment("order.shipment.cancelled", self.orders[shipment.order_id], shipment)
+        return 200, self._shipment_view(shipment)
+
+    def _line_items_view(self, shipment: _Shipment) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": shipment.id * 100 + index,
+                "inventory_id": inv,
+                "quantity": qty,
+                "committed_quantity": qty if shipment.committed else 0,
+                "fulfillment_center_id": shipment.location_id,
+                "is_hazmat": False,
+                "is_lot": False,
+                "product_variant": {"sku": self.items[inv].sku, "name": self.items[inv].name},
+                "serial_numbers": [],
+            }
+            for index, (inv, qty) in enumerate(shipment.lines.items(), start=1)
+        ]
+
+    def _get_line_items(self, request: Request, _body: Any) -> tuple[int, Any]:
+        return 200, self._line_items_view(self._shipment(request))
+
+    def _update_line_items(self, request: Request, body: Any) -> tuple[int, Any]:
+        """Replace a shipment's line items with the complete list sent (`:updateLineItems`).
+
+        Modelled narrowly: quantities may only go down and items may be left out (removed), which
+        is what cutting an unshipped remainder needs; adding units would need new stock committed.
+        An empty list is refused: cancel the shipment instead.
+        """
+        shipment = self._shipment(request)
+        if shipment.status not in CANCELLABLE:
+            raise problem(400, f"Shipment {shipment.id} is {shipment.status}; its line items can no longer change.")
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise problem(400, "items must list every line item of the shipment.", {"items": ["Required."]})
+        wanted: dict[int, int] = {}
+        errors: dict[str, list[str]] = {}
+        for index, entry in enumerate(items):
+            entry = entry if isinstance(entry, dict) else {}
+            inv, qty = _to_int(entry.get("inventory_id")), entry.get("quantity")
+            if inv not in shipment.lines:
+                missing = f"Inventory {entry.get('inventory_id')} is not on the shipment."
+                errors[f"items[{index}].inventory_id"] = [missing]
+            elif not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= shipment.lines[inv]:
+                errors[f"items[{index}].quantity"] = [f"The quantity must be 1..{shipment.lines[inv]}."]
+            else:
+                wanted[inv] = wanted.get(inv, 0) + qty
+        if errors:
+            raise problem(400, "One or more validation errors occurred.", errors)
+        changes: list[dict[str, Any]] = []
+        for inv, before in list(shipment.lines.items()):
+            after = wanted.get(inv, 0)
+            if after == before:
+                continue
+            if shipment.committed:
+                cell = self.stock[(inv, shipment.location_id)]
+                cell.committed = max(0, cell.committed - (before - after))
+            changes.append({"action": "Removed" if after == 0 else "Updated", "inventory_id": inv,
+                            "previous_value": str(before), "new_value": str(after)})  # fmt: skip
+            if after:
+                shipment.lines[inv] = after
+            else:
+                del shipment.lines[inv]
+        if changes:
+            shipment.updated_at = self.ctx.clock.now()
+        return 200, {"id": shipment.id, "is_success": True, "shipment_line_items": changes}
+
     def _release(self, shipment: _Shipment) -> None:
         if shipment.committed:
             for inv, qty in shipment.lines.items():
@@ -1014,6 +1105,25 @@ class WmsSimulator(Simulator):
         self.scheduled = [step for step in self.scheduled if step.due_at > now]
         for step in due:
             self._run_simulation(self.shipments[step.shipment_id], step.action, step.then, now)
+        receive_after = self.ctx.config.demo.wms_return_receive_after_seconds
+        if receive_after is not None:
+            for ret in list(self.returns.values()):
+                if ret.status == "Awaiting Arrival" and now >= ret.created_at + timedelta(seconds=receive_after):
+                    self._receive(ret, self._inspect(ret))
+
+    def _inspect(self, ret: _Return) -> list[dict[str, Any]]:
+        """Demo mode: what the warehouse finds in the box, each unit damaged with the configured chance."""
+        share = self.ctx.config.demo.wms_return_damaged_share
+        actions: list[dict[str, Any]] = []
+        for line in ret.lines:
+            damaged = sum(1 for _ in range(line.quantity) if self.ctx.random.random() < share)
+            if line.quantity - damaged:
+                actions.append({"inventory_id": line.inventory_id, "action": "Restock",
+                                "quantity": line.quantity - damaged, "reason": None})  # fmt: skip
+            if damaged:
+                actions.append({"inventory_id": line.inventory_id, "action": "Dispose", "quantity": damaged,
+                                "reason": "Damaged"})  # fmt: skip
+        return actions
 
     def _label(self, shipment: _Shipment, now: datetime) -> None:
         """Buy the label: tracking is set, the units leave the shelf, `order.shipped` fires."""
@@ -1473,7 +1583,8 @@ class WmsSimulator(Simulator):
         """Sandbox only: the warehouse receives a return, step by step up to `to` (default Completed).
 
         `actions` ([{inventory_id, action, quantity, reason}]) says what was done with the units;
-        without it each line gets its requested action (Default means Restock).
+        a line without any gets its requested action (Default means Restock), and a line whose
+        actions cover fewer units than it holds had the rest missing from the box.
         """
         if not isinstance(body, dict):
             raise problem(400, "return_id is required.", {"return_id": ["Required."]})
@@ -1486,22 +1597,32 @@ class WmsSimulator(Simulator):
             raise problem(400, "to must be Arrived, Processing or Completed.", {"to": ["Invalid stage."]})
         if ret.status not in stages:
             raise problem(422, f"Return {ret.id} is {ret.status}.")
-        for stage in stages[stages.index(ret.status) + 1 : stages.index(target) + 1]:
+        self._receive(ret, body.get("actions") or [], to=target)
+        return 200, self._return_view(ret)
+
+    def _receive(self, ret: _Return, actions: list[dict[str, Any]], *, to: str = "Completed") -> None:
+        """The warehouse takes a return in, stage by stage up to `to`; completing it dispositions the units."""
+        stages = ["Awaiting Arrival", "Arrived", "Processing", "Completed"]
+        for stage in stages[stages.index(ret.status) + 1 : stages.index(to) + 1]:
             if stage == "Completed":
-                self._apply_return_actions(ret, body.get("actions") or [])
+                self._apply_return_actions(ret, actions)
                 self._move_return(ret, stage, "return.completed")
             else:
                 self._move_return(ret, stage, "return.updated")
-        return 200, self._return_view(ret)
 
     def _apply_return_actions(self, ret: _Return, actions: list[dict[str, Any]]) -> None:
         for line in ret.lines:
             chosen = [a for a in actions if isinstance(a, dict) and _to_int(a.get("inventory_id")) == line.inventory_id]
             if not chosen:
                 chosen = [{"action": line.requested_action, "quantity": line.quantity, "reason": None}]
+            processed = 0
             for action in chosen:
                 name = "Restock" if action.get("action") in (None, "Default") else str(action["action"])
-                quantity = min(_to_int(action.get("quantity")) or line.quantity, line.quantity)
+                # A unit is dispositioned once: actions beyond the line's quantity find nothing left.
+                quantity = min(_to_int(action.get("quantity")) or line.quantity, line.quantity - processed)
+                if quantity <= 0:
+                    continue
+                processed += quantity
                 line.action_taken.append(
                     {"action": name, "action_reason": action.get("reason"), "quantity_processed": quantity}
                 )
