@@ -26,6 +26,8 @@ from orderflow.canonical.saga import (
     AcceptOrderResult,
     CloseSalesOrderInput,
     CloseSalesOrderResult,
+    CloseUnshippedLinesInput,
+    CloseUnshippedLinesResult,
     ConfirmShipmentInput,
     CreditCheckInput,
     CreditCheckResult,
@@ -189,6 +191,21 @@ class ErpActivities:
                 return CloseSalesOrderResult(closed=False)
             closed = await self.netsuite.close_sales_order(order.erp_order_id)
         return CloseSalesOrderResult(closed=closed.status in CLOSED)
+
+    @activity.defn
+    async def close_unshipped_lines(self, input: CloseUnshippedLinesInput) -> CloseUnshippedLinesResult:
+        """Close units of the sales order that will not ship (a partly shipped order cancelled); none posted is success.
+
+        The adapter never closes below what was fulfilled and closing the same units again changes
+        nothing, so a retry after a lost answer leaves the order as one call would.
+        """
+        with translated_failures():
+            try:
+                order = await self.netsuite.get_sales_order(external_id=input.external_id)
+            except NotFoundError:
+                return CloseUnshippedLinesResult(sales_order=None)
+            closed = await self.netsuite.close_sales_order_lines(order.erp_order_id, input.quantities)
+        return CloseUnshippedLinesResult(sales_order=closed)
 
     @activity.defn
     async def record_fulfillment(self, input: ConfirmShipmentInput) -> RecordFulfillmentResult:

@@ -26,6 +26,8 @@ from orderflow.canonical.saga import (
     AllocateResult,
     CancelFulfillmentOrderInput,
     CancelFulfillmentOrderResult,
+    CancelUnshippedLinesInput,
+    CancelUnshippedLinesResult,
     ReleaseAllocationInput,
     ReleaseAllocationResult,
     ReleaseToWarehouseInput,
@@ -150,3 +152,30 @@ class WarehouseActivities:
                 return CancelFulfillmentOrderResult(outcome=None)
             cancellation = await self.wms.cancel_order(order.wms_order_id)
         return CancelFulfillmentOrderResult(outcome=cancellation.outcome, reason=cancellation.reason)
+
+    @activity.defn
+    async def cancel_unshipped_lines(self, input: CancelUnshippedLinesInput) -> CancelUnshippedLinesResult:
+        """Cancel units of a partly shipped order the warehouse has not shipped, and say which it really cancelled.
+
+        The quantities are a target (units of each SKU cancelled on the order in all), so a retry
+        after a lost answer cuts nothing more. Units already picked, packed or labelled stay on
+        their way: what was cancelled is what was ordered less what still ships or has shipped.
+        """
+        with translated_failures():
+            order = await self.wms.find_order_by_reference(input.reference)
+            if order is None:
+                # Nothing was released, so none of these units will ship.
+                return CancelUnshippedLinesResult(cancelled=dict(input.quantities))
+            after = await self.wms.cancel_order_lines(order.wms_order_id, input.quantities)
+        ordered, going = _units(order.lines), _units(after.lines)
+        cancelled = {sku: min(qty, ordered.get(sku, 0) - going.get(sku, 0)) for sku, qty in input.quantities.items()}
+        return CancelUnshippedLinesResult(
+            cancelled={sku: qty for sku, qty in cancelled.items() if qty > 0}, fulfillment_order=after
+        )
+
+
+def _units(lines: list[FulfillmentLine]) -> dict[str, int]:
+    units: dict[str, int] = {}
+    for line in lines:
+        units[line.sku] = units.get(line.sku, 0) + line.quantity
+    return units

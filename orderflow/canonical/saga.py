@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
 from orderflow.canonical.base import CanonicalModel, NonEmptyStr, Sku
-from orderflow.canonical.erp import ErpDocumentRef, Invoice, SalesOrderRef
+from orderflow.canonical.erp import ErpDocumentRef, Invoice, SalesOrder, SalesOrderRef
 from orderflow.canonical.fulfillment import (
     Allocation,
     CancellationOutcome,
@@ -78,6 +79,9 @@ class SagaStep(StrEnum):
     AWAIT_SHIPMENT = "await_shipment"
     CONFIRM = "confirm"
     INVOICE = "invoice"
+    # Not in the happy path: a cancel of a partly shipped order cancels what has not shipped, in
+    # the warehouse and the ERP, and the order goes on to confirm and invoice what did ship.
+    CANCEL_UNSHIPPED = "cancel_unshipped"
 
 
 class CompensationStep(StrEnum):
@@ -123,7 +127,7 @@ class OrderToCashInput(CanonicalModel):
 
 
 class CancelRequest(CanonicalModel):
-    """A request to cancel an order before it ships."""
+    """A request to cancel an order: all of it before it ships, what has not shipped once part has."""
 
     reason: NonEmptyStr
     source: CancelSource = CancelSource.OPERATOR
@@ -205,10 +209,14 @@ class OrderSagaState(CanonicalModel):
     ids: SystemIds = SystemIds()
     lines_ordered: dict[str, int] = {}
     lines_shipped: dict[str, int] = {}
+    lines_cancelled: dict[str, int] = Field(
+        default={}, description="Units of a partly shipped order cancelled in the warehouse and the ERP, per SKU"
+    )
     needs_attention: bool = False
     attention_reason: str | None = None
     attention_step: str | None = None
     cancel_reason: str | None = None
+    cancel_refusals: list[str] = Field(default=[], description="Cancels refused, each with who asked and why not")
     delivered: bool = False
     received_at_epoch_ms: int | None = None
 
@@ -469,6 +477,36 @@ class CancelOnChannelResult(CanonicalModel):
 
     cancelled: bool
     detail: str | None = None
+
+
+UnitsBySku = dict[Sku, Annotated[int, Field(gt=0)]]
+
+
+class CancelUnshippedLinesInput(CanonicalModel):
+    """Cancel, in the warehouse, the units of a partly shipped order that have not shipped."""
+
+    reference: NonEmptyStr
+    quantities: UnitsBySku = Field(min_length=1, description="Units per SKU to cancel")
+
+
+class CancelUnshippedLinesResult(CanonicalModel):
+    """What the warehouse cancelled and what it still holds to ship; no fulfillment order is success too."""
+
+    cancelled: dict[str, int] = Field(description="Units per SKU the warehouse no longer ships")
+    fulfillment_order: FulfillmentOrder | None = None
+
+
+class CloseUnshippedLinesInput(CanonicalModel):
+    """Close, on the ERP sales order (found by external id), units that will not ship."""
+
+    external_id: NonEmptyStr
+    quantities: UnitsBySku = Field(min_length=1, description="Units per SKU to close")
+
+
+class CloseUnshippedLinesResult(CanonicalModel):
+    """The sales order after closing; `None` when no sales order was posted."""
+
+    sales_order: SalesOrder | None = None
 
 
 def idempotency_key(order_key: str, step: str) -> str:

@@ -4,7 +4,9 @@ It reads like the table in DESIGN.md §4: accept, credit check, allocate, post t
 label, release to the warehouse, await shipment, confirm, invoice. Each step that changes another
 system registers its compensation before it runs. A permanent failure parks the saga with
 `NeedsAttention` until an operator retries, skips (where the step allows) or cancels; a cancel
-before the first shipment runs the compensations in reverse; after a shipment it is refused.
+before the first shipment runs the compensations in reverse. Once part has shipped, a cancel
+cancels what has not shipped in the warehouse and the ERP, and the shipped part is confirmed,
+invoiced and completed (behind the `partial-cancel` patch); once all has shipped it is refused.
 
 Workflow code only decides. Every side effect is an activity; time is `workflow.now()`; the
 business deadlines (credit hold, backorder, shipment SLA) are durable timers.
@@ -52,9 +54,12 @@ with workflow.unsafe.imports_passed_through():
         CancelOnChannelInput,
         CancelRequest,
         CancelSource,
+        CancelUnshippedLinesInput,
         CloseSalesOrderInput,
+        CloseUnshippedLinesInput,
         CompensationStep,
         ConfirmShipmentInput,
+        ConfirmShipmentOnChannelResult,
         CreditApproval,
         CreditCheckInput,
         CreditDecision,
@@ -95,6 +100,9 @@ ORDER_VIEW_PATCH = "order-view"
 ORDER_VIEW_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), backoff_coefficient=2.0,
                                maximum_interval=timedelta(seconds=1), maximum_attempts=3)  # fmt: skip
 ORDER_VIEW_TIMEOUT = timedelta(seconds=5)
+
+# Sagas begun before partial cancellation keep refusing every cancel after a shipment, as they did.
+PARTIAL_CANCEL_PATCH = "partial-cancel"
 
 # Steps an operator may skip: the order can go on without them and a person can do them by hand.
 SKIPPABLE = frozenset({SagaStep.BUY_LABEL, SagaStep.CONFIRM, SagaStep.INVOICE})
@@ -156,6 +164,12 @@ class OrderToCash:
         self.parked = False
         self.cancel_request: CancelRequest | None = None
         self.cancel_refusals: list[str] = []
+        # A cancel accepted once part has shipped: what has not shipped is cancelled, the rest goes on.
+        self.partial_cancel_allowed = False  # decided by the patch when the saga starts
+        self.partial_cancel: CancelRequest | None = None
+        self.partial_cancel_running = False
+        self.partial_cancel_done = False
+        self.lines_cancelled: dict[str, int] = {}
         self.credit_approval: CreditApproval | None = None
         self.operator_choice: str | None = None
         self.stock_signalled = False
@@ -182,6 +196,7 @@ class OrderToCash:
         """Take the order through every step; on cancel or deadline, compensate in reverse."""
         self._publish()
         view = self._start_order_view()
+        self.partial_cancel_allowed = workflow.patched(PARTIAL_CANCEL_PATCH)
         try:
             await self.accept()
             await self.check_credit()
@@ -191,15 +206,24 @@ class OrderToCash:
             await self.release()
             await self.await_shipment_and_confirm()
             await self.invoice()
-            self._set_status(OrderStatus.COMPLETED)
+            self._complete()
         except OrderCancelledError as cancelled:
             await self._unwind(cancelled.request)
         except asyncio.CancelledError:
             # Cancelled from the Temporal UI or `temporal workflow cancel`: same meaning as an
-            # operator's cancel, and the same rule: nothing to undo once goods have shipped.
+            # operator's cancel, and the same rule: nothing to undo once goods have shipped, and
+            # (with partial cancellation) what has not shipped is cancelled and the rest completes.
+            request = CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR)
             if self.shipments:
-                raise
-            await self._unwind(CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR))
+                if not self._partly_cancellable() and self.partial_cancel is None:
+                    raise
+                if self.partial_cancel is None:
+                    self.partial_cancel = request
+                await self.await_shipment_and_confirm()
+                await self.invoice()
+                self._complete()
+            else:
+                await self._unwind(request)
         self._flush_attributes()
         if view is not None:
             # The view must show how the saga ended before the saga ends.
@@ -394,6 +418,9 @@ class OrderToCash:
         self.current_step = SagaStep.AWAIT_SHIPMENT
         sla_deadline = workflow.now() + self.input.timeouts.shipment_sla
         while not self._fully_shipped() or self._unconfirmed():
+            if self._partial_cancel_due():
+                await self.cancel_unshipped()
+                continue
             pending = self._unconfirmed()
             if pending:
                 for shipment in pending:
@@ -401,7 +428,9 @@ class OrderToCash:
                 continue
             remaining = sla_deadline - workflow.now()
             if remaining > timedelta(0):
-                arrived = await self._wait(lambda: bool(self._unconfirmed()), timeout=remaining)
+                arrived = await self._wait(
+                    lambda: bool(self._unconfirmed()) or self._partial_cancel_due(), timeout=remaining
+                )
                 if not arrived and not self._unconfirmed():
                     self._raise_attention(
                         SagaStep.AWAIT_SHIPMENT,
@@ -410,7 +439,7 @@ class OrderToCash:
                         parked=False,
                     )
             else:
-                await self._wait(lambda: bool(self._unconfirmed()))
+                await self._wait(lambda: bool(self._unconfirmed()) or self._partial_cancel_due())
         self._done(SagaStep.AWAIT_SHIPMENT, f"{len(self.shipments)} shipment(s)")
         self._set_status(OrderStatus.FULFILLED)
 
@@ -425,18 +454,12 @@ class OrderToCash:
             erp_order_id=self.erp_order_id,
             erp_external_id=self.ids["erp_external_id"],
         )
-        on_channel = await self._step(
-            SagaStep.CONFIRM,
-            lambda: workflow.execute_activity_method(
-                ChannelActivities.confirm_shipment_on_channel,
-                request,
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY,
-            ),
-            skippable=True,
-        )
+        detail = f"shipment {shipment.shipment_id} ({shipment.tracking.number})"
+        on_channel = await self._step(SagaStep.CONFIRM, lambda: self._confirm_on_channel(request), skippable=True)
         if on_channel is not None:
             self.ids["channel_fulfillment_ids"].append(on_channel.channel_fulfillment_id)
+        elif self._channel_cancelled():
+            detail += "; not sent to the channel, which cancelled the order"
         in_erp = await self._step(
             SagaStep.CONFIRM,
             lambda: workflow.execute_activity_method(
@@ -450,7 +473,75 @@ class OrderToCash:
         if in_erp is not None:
             self.ids["erp_fulfillment_ids"].append(in_erp.fulfillment.erp_id)
         self.confirmed_shipments.add(shipment.shipment_id)
-        self._done(SagaStep.CONFIRM, f"shipment {shipment.shipment_id} ({shipment.tracking.number})")
+        self._done(SagaStep.CONFIRM, detail)
+        self.current_step = SagaStep.AWAIT_SHIPMENT
+
+    async def _confirm_on_channel(self, request: ConfirmShipmentInput) -> ConfirmShipmentOnChannelResult | None:
+        if self._channel_cancelled():
+            # The channel cancelled the order itself, and a cancelled order takes no fulfillment there.
+            # Checked at each try, so a confirmation parked when the cancel came needs no operator.
+            return None
+        return await workflow.execute_activity_method(
+            ChannelActivities.confirm_shipment_on_channel,
+            request,
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=ACTIVITY_RETRY,
+        )
+
+    async def cancel_unshipped(self) -> None:
+        """A partly shipped order cancelled: cancel what has not shipped in the warehouse, then close it in the ERP.
+
+        The units are those not shipped when the step starts; the warehouse says which it really
+        cancelled (a parcel may leave meanwhile), and only those are closed in the ERP. Either
+        half may be skipped by an operator who did it by hand. Afterwards the saga waits only for
+        what is still to ship, then confirms and invoices what shipped.
+        """
+        request = self.partial_cancel
+        assert request is not None
+        self.partial_cancel_running = True
+        try:
+            ordered, shipped = self._lines_ordered(), self._lines_shipped()
+            unshipped = {sku: qty - shipped.get(sku, 0) for sku, qty in ordered.items() if qty > shipped.get(sku, 0)}
+            in_wms = "nothing to cancel"
+            cancelled: dict[str, int] = {}
+            if unshipped:
+                result = await self._step(
+                    SagaStep.CANCEL_UNSHIPPED,
+                    lambda: workflow.execute_activity_method(
+                        WarehouseActivities.cancel_unshipped_lines,
+                        CancelUnshippedLinesInput(reference=self.reference, quantities=unshipped),
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        retry_policy=ACTIVITY_RETRY,
+                    ),
+                    skippable=True,
+                )
+                # Skipped: the operator cancelled them in the warehouse by hand.
+                in_wms = "done" if result is not None else "skipped by operator"
+                cancelled = {sku: qty for sku, qty in (result.cancelled if result else unshipped).items() if qty > 0}
+            in_erp = "nothing to close"
+            if cancelled:
+                closed = await self._step(
+                    SagaStep.CANCEL_UNSHIPPED,
+                    lambda: workflow.execute_activity_method(
+                        ErpActivities.close_unshipped_lines,
+                        CloseUnshippedLinesInput(external_id=self.reference, quantities=cancelled),
+                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        retry_policy=ACTIVITY_RETRY,
+                    ),
+                    skippable=True,
+                )
+                in_erp = "done" if closed is not None else "skipped by operator"
+            self.lines_cancelled = cancelled
+            self.partial_cancel_done = True
+        finally:
+            self.partial_cancel_running = False
+        units = ", ".join(f"{sku} x{qty}" for sku, qty in sorted(cancelled.items())) or "nothing"
+        self._done(
+            SagaStep.CANCEL_UNSHIPPED,
+            f"cancelled {units} (WMS {in_wms}, ERP {in_erp}); {request.source.value}: {request.reason}",
+        )
+        if self.status is OrderStatus.PARTIALLY_SHIPPED and self._fully_shipped():
+            self._set_status(OrderStatus.SHIPPED)
         self.current_step = SagaStep.AWAIT_SHIPMENT
 
     async def invoice(self) -> None:
@@ -472,6 +563,24 @@ class OrderToCash:
             self._done(SagaStep.INVOICE, f"invoice {result.invoice.erp_invoice_id} for {result.invoice.total}")
         else:
             self._done(SagaStep.INVOICE, "skipped by operator")
+
+    def _complete(self) -> None:
+        """The order is done; after a partial cancel, say what a person must still settle on the channel."""
+        request = self.partial_cancel
+        if request is not None and request.source is CancelSource.CHANNEL:
+            shipped = ", ".join(f"{sku} x{qty}" for sku, qty in sorted(self._lines_shipped().items()))
+            self._raise_attention(SagaStep.CANCEL_UNSHIPPED,
+                                  f"the channel cancelled {self.order.key} after part of it shipped: the shipped "
+                                  f"lines ({shipped}) are invoiced here; check what the channel refunded for them",
+                                  skippable=False, parked=False)  # fmt: skip
+        elif request is not None and self.lines_cancelled:
+            # Shopify refuses to cancel a partly fulfilled order; the unshipped lines are refunded there instead.
+            units = ", ".join(f"{sku} x{qty}" for sku, qty in sorted(self.lines_cancelled.items()))
+            self._raise_attention(SagaStep.CANCEL_UNSHIPPED,
+                                  f"the channel still holds the cancelled lines ({units}): it does not cancel a "
+                                  "partly fulfilled order, so refund them there with restock",
+                                  skippable=False, parked=False)  # fmt: skip
+        self._set_status(OrderStatus.COMPLETED)
 
     # -----------------------------------------------------------------------------------------
     # Compensations: each safe to repeat, each finding its record by the order's reference
@@ -570,8 +679,8 @@ class OrderToCash:
 
     async def _step(self, step: SagaStep, call: Callable[[], Awaitable[T]], *, skippable: bool = False) -> T | None:
         """Run a step's activity; on a permanent failure park until an operator retries, skips or cancels."""
-        self.current_step = step
         while True:
+            self.current_step = step
             self._raise_if_cancelled()
             self._flush_attributes()
             try:
@@ -581,7 +690,13 @@ class OrderToCash:
                 if not permanent:
                     raise
             self._raise_attention(step, reason, skippable=skippable)
-            await self._wait(lambda: self.operator_choice is not None)
+            await self._wait(lambda: self.operator_choice is not None or self._partial_cancel_due())
+            if self.operator_choice is None:
+                # A cancel of what has not shipped came while this step was parked: stop the
+                # warehouse now rather than after the operator, then try this step again.
+                self._clear_attention()
+                await self.cancel_unshipped()
+                continue
             choice, self.operator_choice = self.operator_choice, None
             self._clear_attention()
             if choice == "skip":
@@ -717,8 +832,19 @@ class OrderToCash:
         return shipped
 
     def _fully_shipped(self) -> bool:
-        shipped = self._lines_shipped()
-        return all(shipped.get(sku, 0) >= qty for sku, qty in self._lines_ordered().items())
+        """Every unit ordered has shipped, or was cancelled after part of the order shipped."""
+        shipped, cancelled = self._lines_shipped(), self.lines_cancelled
+        return all(shipped.get(sku, 0) + cancelled.get(sku, 0) >= qty for sku, qty in self._lines_ordered().items())
+
+    def _partly_cancellable(self) -> bool:
+        """Part has shipped, part has not, and this saga cancels the unshipped part (the patch)."""
+        return self.partial_cancel_allowed and bool(self.shipments) and not self._fully_shipped()
+
+    def _partial_cancel_due(self) -> bool:
+        return self.partial_cancel is not None and not self.partial_cancel_running and not self.partial_cancel_done
+
+    def _channel_cancelled(self) -> bool:
+        return self.partial_cancel is not None and self.partial_cancel.source is CancelSource.CHANNEL
 
     def _unconfirmed(self) -> list[Shipment]:
         return [s for sid, s in self.shipments.items() if sid not in self.confirmed_shipments]
@@ -728,7 +854,12 @@ class OrderToCash:
     # -----------------------------------------------------------------------------------------
 
     def _cancel_refusal(self) -> str | None:
-        if self.shipments:
+        if self.partial_cancel is not None:
+            return (
+                f"order {self.order.key} already had what had not shipped cancelled ({self.partial_cancel.reason}); "
+                "a return is the only way to undo what shipped"
+            )
+        if self.shipments and not self._partly_cancellable():
             return (
                 f"order {self.order.key} has shipped ({len(self.shipments)} shipment(s)); "
                 "a return is the only way to undo it"
@@ -755,23 +886,41 @@ class OrderToCash:
 
     @workflow.signal(name=SIGNAL_CANCEL)
     def on_cancel(self, request: CancelRequest) -> None:
-        """Cancel before shipment; ignored with a warning (and recorded) when it is too late."""
+        """Cancel the order (once part shipped, what has not); refused with a warning, and recorded, once all has."""
         refusal = self._cancel_refusal()
         if refusal is not None:
             self.cancel_refusals.append(f"{request.source.value}: {refusal}")
-            if self.shipments and request.source is CancelSource.CHANNEL:
+            reconcile = self.shipments and request.source is CancelSource.CHANNEL and not self._channel_cancelled()
+            # A parked step keeps its attention, so the operator can still retry or skip it (the
+            # refusal is in the state); sagas begun before the patch raise it over the parked step.
+            if reconcile and not (self.partial_cancel_allowed and self._is_parked()):
                 # The channel cancelled goods already on their way: a person must reconcile.
                 self._raise_attention(SagaStep.AWAIT_SHIPMENT, f"channel cancelled after shipment: {request.reason}",
                                       skippable=False, parked=False)  # fmt: skip
             workflow.logger.warning("cancel of %s refused: %s", self.order.key, refusal)
             self._flush_attributes()
             return
-        self.cancel_request = request
+        self._accept_cancel(request)
+
+    def _accept_cancel(self, request: CancelRequest) -> None:
+        if self.shipments:
+            self.partial_cancel = request  # only when partly cancellable: the refusal said so
+        else:
+            self.cancel_request = request
 
     @workflow.update(name=UPDATE_CANCEL)
     def request_cancel(self, request: CancelRequest) -> ActionOutcome:
-        """Cancel before shipment and say so; the validator refuses, with the reason, once shipped."""
-        self.cancel_request = request
+        """Cancel and say what that undoes; the validator refuses, with the reason, once all has shipped."""
+        self._accept_cancel(request)
+        if self.partial_cancel is not None:
+            ordered, shipped = self._lines_ordered(), self._lines_shipped()
+            units = ", ".join(f"{sku} x{qty - shipped.get(sku, 0)}" for sku, qty in sorted(ordered.items())
+                              if qty > shipped.get(sku, 0))  # fmt: skip
+            return ActionOutcome(
+                accepted=True,
+                message=f"cancelling what has not shipped of {self.order.key} ({units}) in the warehouse and the "
+                "ERP; what shipped is confirmed and invoiced",
+            )
         steps = ", ".join(step.value for step in reversed(self.compensations.steps)) or "nothing to undo"
         return ActionOutcome(accepted=True, message=f"cancelling {self.order.key}; undoing: {steps}")
 
@@ -869,6 +1018,7 @@ class OrderToCash:
     @workflow.query(name=QUERY_STATUS)
     def state(self) -> OrderSagaState:
         """Everything known about the order: status, steps, ids in each system, shipments, attention."""
+        cancel = self.cancel_request or self.partial_cancel
         return OrderSagaState(
             key=self.order.key,
             channel=self.order.channel.value,
@@ -879,10 +1029,14 @@ class OrderToCash:
             ids=SystemIds(**self.ids),
             lines_ordered=self._lines_ordered(),
             lines_shipped=self._lines_shipped(),
+            lines_cancelled=dict(self.lines_cancelled),
+            # In the state (so in the order view) only with the patch: a refused cancel must not send an
+            # order-view update that a saga begun before it never sent, or its history would not replay.
+            cancel_refusals=list(self.cancel_refusals) if self.partial_cancel_allowed else [],
             needs_attention=self.attention_reason is not None,
             attention_reason=self.attention_reason,
             attention_step=self.attention_step,
-            cancel_reason=self.cancel_request.reason if self.cancel_request else None,
+            cancel_reason=cancel.reason if cancel else None,
             delivered=self.delivered,
             received_at_epoch_ms=self.input.received_at_epoch_ms,
         )

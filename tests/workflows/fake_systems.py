@@ -29,6 +29,7 @@ from orderflow.canonical import (
     FulfillmentOrder,
     FulfillmentStatus,
     Invoice,
+    InvoiceLine,
     Label,
     Money,
     Order,
@@ -36,7 +37,9 @@ from orderflow.canonical import (
     PaymentTerms,
     Rate,
     RefundStatus,
+    SalesOrder,
     SalesOrderRef,
+    SalesOrderStatus,
     Shipment,
     ShipmentLine,
     Tracking,
@@ -52,8 +55,12 @@ from orderflow.canonical.saga import (
     CancelFulfillmentOrderResult,
     CancelOnChannelInput,
     CancelOnChannelResult,
+    CancelUnshippedLinesInput,
+    CancelUnshippedLinesResult,
     CloseSalesOrderInput,
     CloseSalesOrderResult,
+    CloseUnshippedLinesInput,
+    CloseUnshippedLinesResult,
     ConfirmShipmentInput,
     ConfirmShipmentOnChannelResult,
     CreditCheckInput,
@@ -143,6 +150,14 @@ class FakeSystems:
     # The order view as the saga sent it (a local activity; not in `calls`, which lists the systems' steps).
     order_views: list[OrderViewUpdate] = field(default_factory=list)
     order_view_failures: int = 0  # how many more view updates fail (each attempt counts)
+    # Partial cancellation: units fulfilled in the ERP, what the warehouse cancelled and the ERP
+    # closed, what each invoice billed (fulfilled and not yet billed, as NetSuite bills).
+    fulfilled_units: dict[str, int] = field(default_factory=dict)  # sku -> units recorded as item fulfillments
+    wms_cancelled_lines: dict[str, dict[str, int]] = field(default_factory=dict)  # reference -> sku -> units
+    erp_closed_lines: dict[str, dict[str, int]] = field(default_factory=dict)  # external id -> sku -> units
+    invoiced_units: list[dict[str, int]] = field(default_factory=list)  # per invoice: sku -> units billed
+    # sku -> units already picked when the cancel arrives: the warehouse ships them instead of cancelling.
+    picked_before_cancel: dict[str, int] = field(default_factory=dict)
 
     def _enter(self, name: str) -> None:
         self.calls.append(name)
@@ -263,6 +278,8 @@ class FakeSystems:
     async def record_fulfillment(self, input: ConfirmShipmentInput) -> RecordFulfillmentResult:
         self._enter("record_fulfillment")
         self.erp_fulfillments.append(input.shipment.shipment_id)
+        for line in input.shipment.lines:
+            self.fulfilled_units[line.sku] = self.fulfilled_units.get(line.sku, 0) + line.quantity
         ref = ErpDocumentRef(record_type="itemFulfillment", erp_id=f"IF-{input.shipment.shipment_id}")
         return RecordFulfillmentResult(fulfillment=ref)
 
@@ -270,14 +287,46 @@ class FakeSystems:
     async def invoice_order(self, input: InvoiceOrderInput) -> InvoiceOrderResult:
         self._enter("invoice_order")
         self.invoices.append(input.external_id)
+        billed: dict[str, int] = {}
+        for units in self.invoiced_units:
+            for sku, qty in units.items():
+                billed[sku] = billed.get(sku, 0) + qty
+        due = {sku: qty - billed.get(sku, 0) for sku, qty in self.fulfilled_units.items() if qty > billed.get(sku, 0)}
+        self.invoiced_units.append(due)
+        # Every line of `make_order` costs 10.00, so the whole default order bills 30.00.
+        lines = [InvoiceLine(sku=sku, erp_item_id=sku, quantity=qty, amount=usd(str(10 * qty)))
+                 for sku, qty in due.items()]  # fmt: skip
         invoice = Invoice(
             erp_invoice_id="INV-1",
             erp_order_id=input.erp_order_id,
             issued_on=datetime(2026, 11, 3, tzinfo=UTC).date(),
-            lines=[],
-            total=usd("30.00"),
+            lines=lines,
+            total=usd(str(sum(10 * qty for qty in due.values()))),
         )
         return InvoiceOrderResult(invoice=invoice)
+
+    @activity.defn(name="cancel_unshipped_lines")
+    async def cancel_unshipped_lines(self, input: CancelUnshippedLinesInput) -> CancelUnshippedLinesResult:
+        self._enter("cancel_unshipped_lines")
+        if input.reference not in self.wms_orders:
+            return CancelUnshippedLinesResult(cancelled=dict(input.quantities))
+        cancelled = {sku: qty - self.picked_before_cancel.get(sku, 0) for sku, qty in input.quantities.items()}
+        cancelled = {sku: qty for sku, qty in cancelled.items() if qty > 0}
+        self.wms_cancelled_lines[input.reference] = cancelled
+        still = [FulfillmentLine(sku=sku, quantity=qty) for sku, qty in self.picked_before_cancel.items() if qty > 0]
+        fo = FulfillmentOrder(wms_order_id="700", reference=input.reference,
+                              status=FulfillmentStatus.PARTIALLY_FULFILLED, lines=still)  # fmt: skip
+        return CancelUnshippedLinesResult(cancelled=cancelled, fulfillment_order=fo)
+
+    @activity.defn(name="close_unshipped_lines")
+    async def close_unshipped_lines(self, input: CloseUnshippedLinesInput) -> CloseUnshippedLinesResult:
+        self._enter("close_unshipped_lines")
+        if input.external_id not in self.sales_orders:
+            return CloseUnshippedLinesResult(sales_order=None)
+        self.erp_closed_lines[input.external_id] = dict(input.quantities)
+        order = SalesOrder(erp_order_id="4321", external_id=input.external_id, erp_customer_id="2001",
+                           status=SalesOrderStatus.PARTIALLY_FULFILLED, lines=[], total=usd("30.00"))  # fmt: skip
+        return CloseUnshippedLinesResult(sales_order=order)
 
     @activity.defn(name="cancel_on_channel")
     async def cancel_on_channel(self, input: CancelOnChannelInput) -> CancelOnChannelResult:
@@ -306,5 +355,6 @@ class FakeSystems:
             self.accept_order, self.check_credit, self.allocate, self.release_allocation, self.post_sales_order,
             self.close_sales_order, self.buy_label, self.void_label, self.release_to_warehouse,
             self.cancel_fulfillment_order, self.confirm_shipment_on_channel, self.record_fulfillment,
-            self.invoice_order, self.cancel_on_channel, self.record_order_view,
+            self.invoice_order, self.cancel_on_channel, self.record_order_view, self.cancel_unshipped_lines,
+            self.close_unshipped_lines,
         ]  # fmt: skip

@@ -306,14 +306,17 @@ async def test_a_cancel_from_the_channel_is_not_sent_back_to_the_channel(time_sk
 
 
 async def test_cancel_after_shipment_is_refused_with_the_reason(time_skipping: WorkflowEnvironment) -> None:
-    async with running_saga(time_skipping) as saga:
+    # Invoicing fails once, so the saga is still running, parked, after everything shipped. (A cancel
+    # of a partly shipped order is accepted: tests/workflows/test_partial_cancel.py.)
+    async with running_saga(time_skipping, FakeSystems(failures={"invoice_order": 1})) as saga:
         await saga.until(released)
         await saga.ship("S1", {"BOLT-M8-S": 2})
-        await saga.until(lambda s: s.status is OrderStatus.PARTIALLY_SHIPPED)
+        await saga.ship("S2", {"NUT-M8-M": 1})
+        await saga.until(lambda s: s.attention_step == "invoice")
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await saga.handle.execute_update(OrderToCash.request_cancel, CancelRequest(reason="too late"))
-        assert "has shipped (1 shipment(s)); a return is the only way to undo it" in str(refused.value.cause)
-        await saga.ship("S2", {"NUT-M8-M": 1})
+        assert "has shipped (2 shipment(s)); a return is the only way to undo it" in str(refused.value.cause)
+        await saga.handle.execute_update(OrderToCash.request_retry, OperatorCommand(requested_by="ops"))
         result = await saga.handle.result()
     assert result.status is OrderStatus.COMPLETED
     assert saga.systems.compensations() == []
