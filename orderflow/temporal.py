@@ -10,6 +10,8 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from orderflow.canonical.order import Order
+from orderflow.canonical.return_saga import ReturnStatus
+from orderflow.canonical.returns import Return
 from orderflow.canonical.saga import TASK_QUEUE, OrderStatus
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
@@ -19,6 +21,8 @@ NEEDS_ATTENTION = SearchAttributeKey.for_bool("NeedsAttention")
 ORDER_TOTAL = SearchAttributeKey.for_float("OrderTotal")
 # Lets a carrier event, which names only a tracking number, find its saga through visibility.
 TRACKING_NUMBERS = SearchAttributeKey.for_keyword_list("TrackingNumbers")
+# Where a return saga is (ReturnStatus); returns share Channel, CustomerId and NeedsAttention with orders.
+RETURN_STATUS = SearchAttributeKey.for_keyword("ReturnStatus")
 
 # Every search attribute orderflow's sagas publish; a namespace must have them registered.
 SEARCH_ATTRIBUTE_KEYS: tuple[SearchAttributeKey[Any], ...] = (
@@ -28,6 +32,7 @@ SEARCH_ATTRIBUTE_KEYS: tuple[SearchAttributeKey[Any], ...] = (
     NEEDS_ATTENTION,
     ORDER_TOTAL,
     TRACKING_NUMBERS,
+    RETURN_STATUS,
 )
 _TYPE_NAMES = {2: "Keyword", 4: "Double", 5: "Bool", 7: "KeywordList"}
 # name -> the type `temporal operator search-attribute create` and `start-dev --search-attribute` take.
@@ -48,11 +53,13 @@ __all__ = [
     "NEEDS_ATTENTION",
     "ORDER_STATUS",
     "ORDER_TOTAL",
+    "RETURN_STATUS",
     "SEARCH_ATTRIBUTES",
     "SEARCH_ATTRIBUTE_KEYS",
     "TASK_QUEUE",
     "TRACKING_NUMBERS",
     "connect",
+    "initial_return_search_attributes",
     "initial_search_attributes",
 ]
 
@@ -70,6 +77,17 @@ def initial_search_attributes(order: Order) -> TypedSearchAttributes:
     if customer_id:
         pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
     return TypedSearchAttributes(pairs)
+
+
+def initial_return_search_attributes(return_request: Return) -> TypedSearchAttributes:
+    """The search attributes a return saga starts with; CustomerId follows once the ERP names the customer."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(RETURN_STATUS, ReturnStatus.REQUESTED.value),
+            SearchAttributePair(CHANNEL, return_request.channel.value),
+            SearchAttributePair(NEEDS_ATTENTION, False),
+        ]
+    )
 
 
 async def connect(address: str = DEFAULT_ADDRESS, namespace: str = DEFAULT_NAMESPACE) -> Client:

@@ -16,7 +16,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
+from orderflow.activities.channel_refunds import ChannelRefundActivities
 from orderflow.activities.order_view import OrderViewActivities
+from orderflow.activities.returns import (
+    ReturnCarrierActivities,
+    ReturnChannelActivities,
+    ReturnErpActivities,
+    ReturnWarehouseActivities,
+)
 from orderflow.adapters.carrier import CarrierClient
 from orderflow.adapters.netsuite import NetSuiteClient
 from orderflow.adapters.shopify import ShopifyClient
@@ -27,7 +34,9 @@ from orderflow.settings import Settings, database_url
 from orderflow.store.db import Database
 from orderflow.store.xref import CrossReferences
 from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
+from orderflow.workflows.channel_refund import ChannelRefund
 from orderflow.workflows.order_to_cash import OrderToCash
+from orderflow.workflows.return_to_refund import ReturnToRefund
 
 # Activities run at once per worker. They mostly wait on HTTP, so this is about vendor limits
 # (NetSuite's semaphore, ShipBob's 150/min), not CPU.
@@ -46,7 +55,7 @@ def http_client() -> httpx.AsyncClient:
 def activities_for(
     settings: Settings, http: httpx.AsyncClient, *, database: Database | None = None
 ) -> list[Callable[..., Any]]:
-    """Every order-to-cash activity, on adapters built from `settings` over `http`; with a database, the view's too."""
+    """Every activity of both sagas, on adapters built from `settings` over `http`; with a database, the view's too."""
     netsuite = NetSuiteClient(http, settings.netsuite)
     wms = WmsClient(http, settings.wms)
     carrier = CarrierClient(http, settings.carrier)
@@ -57,6 +66,10 @@ def activities_for(
     labels = CarrierActivities(carrier, wms)
     channels = ChannelActivities({Channel.SHOPIFY: shopify})
     bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
+    returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify})
+    returns_erp = ReturnErpActivities(netsuite)
+    returns_warehouse = ReturnWarehouseActivities(wms)
+    returns_carrier = ReturnCarrierActivities(carrier, wms)
     return [
         erp.accept_order,
         erp.check_credit,
@@ -68,11 +81,34 @@ def activities_for(
         warehouse.release_allocation,
         warehouse.release_to_warehouse,
         warehouse.cancel_fulfillment_order,
+        # A partly shipped order cancelled: what has not shipped, in the warehouse and the ERP.
+        warehouse.cancel_unshipped_lines,
+        erp.close_unshipped_lines,
         labels.buy_label,
         labels.void_label,
         channels.confirm_shipment_on_channel,
         channels.cancel_on_channel,
         *bookkeeping,
+        # Return to refund.
+        returns_channel.load_channel_order,
+        returns_channel.approve_channel_return,
+        returns_channel.send_return_label,
+        returns_channel.close_channel_return,
+        returns_channel.cancel_channel_return,
+        returns_channel.refund_on_channel,
+        returns_erp.load_erp_order_for_return,
+        returns_erp.create_return_authorization,
+        returns_erp.close_return_authorization,
+        returns_erp.receive_return_in_erp,
+        returns_erp.issue_return_credit,
+        returns_warehouse.load_warehouse_order_for_return,
+        returns_warehouse.create_wms_return,
+        returns_warehouse.cancel_wms_return,
+        returns_warehouse.restock_return,
+        returns_carrier.buy_return_label,
+        returns_carrier.void_return_label,
+        # Refunds made on the channel, booked in the ERP.
+        ChannelRefundActivities(netsuite).credit_invoice_for_refund,
     ]
 
 
@@ -84,14 +120,14 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     database: Database | None = None,
 ) -> Worker:
-    """A worker for the order-to-cash saga and its activities on `task_queue`; the order view in `database`.
+    """A worker for both sagas and their activities on `task_queue`; the order view in `database`.
 
     Without a database, the one in settings is used (its connections close with the process).
     """
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderToCash],
+        workflows=[OrderToCash, ReturnToRefund, ChannelRefund],
         activities=activities_for(settings, http, database=database or Database(database_url(settings))),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -112,6 +112,16 @@ async def test_the_worker_registers_the_saga_and_every_activity_by_name(
         "accept_order", "check_credit", "post_sales_order", "close_sales_order", "record_fulfillment",
         "invoice_order", "allocate", "release_allocation", "release_to_warehouse", "cancel_fulfillment_order",
         "buy_label", "void_label", "confirm_shipment_on_channel", "cancel_on_channel",
+        # Partial cancellation of a partly shipped order.
+        "cancel_unshipped_lines", "close_unshipped_lines",
+        # Return to refund.
+        "load_channel_order", "approve_channel_return", "send_return_label", "close_channel_return",
+        "cancel_channel_return", "refund_on_channel", "load_erp_order_for_return", "create_return_authorization",
+        "close_return_authorization", "receive_return_in_erp", "issue_return_credit",
+        "load_warehouse_order_for_return", "create_wms_return", "cancel_wms_return", "restock_return",
+        "buy_return_label", "void_return_label",
+        # A refund made on the channel, booked in the ERP.
+        "credit_invoice_for_refund",
     }  # fmt: skip
 
 

@@ -8,6 +8,12 @@ Generations, oldest first; a run records only the newest (older files are kept a
 the sagas that began under them are still proven to replay):
 - `order_to_cash_happy_path`, `order_to_cash_credit_hold_then_cancel`: before the order view.
 - `..._with_order_view`: the `order-view` patch, a local activity at each transition.
+- `..._with_partial_cancel`: the `partial-cancel` patch (a marker at the start), plus
+  `order_to_cash_partly_shipped_then_cancelled`: one parcel shipped, the rest cancelled, the shipped part invoiced.
+
+Return to refund (`return_to_refund_*`, recorded by `record_returns`; `... record_histories.py returns`
+records only these): a return received in two boxes, one with damaged units, and a return
+cancelled before anything came back.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
+from fake_returns import BOLT, NUT, FakeReturnSystems, receipt, return_request
 from fake_systems import FakeSystems, make_order, shipment_for
 from support.temporal import start_time_skipping_server
 from temporalio.worker import Worker
 
 from orderflow.canonical import PaymentTerms
+from orderflow.canonical.return_saga import CancelRequest as ReturnCancelRequest
+from orderflow.canonical.return_saga import ReturnPolicy, ReturnReceived, ReturnStatus, ReturnToRefundInput
 from orderflow.canonical.saga import (
     CancelRequest,
     CreditApproval,
@@ -33,12 +43,13 @@ from orderflow.canonical.saga import (
     OrderToCashInput,
     ShipmentConfirmed,
 )
-from orderflow.temporal import initial_search_attributes
+from orderflow.temporal import initial_return_search_attributes, initial_search_attributes
 from orderflow.workflows.order_to_cash import OrderToCash
+from orderflow.workflows.return_to_refund import ReturnToRefund
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 # The newest generation's suffix (see the docstring).
-GENERATION = "_with_order_view"
+GENERATION = "_with_partial_cancel"
 
 
 async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[no-untyped-def]
@@ -52,7 +63,11 @@ async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[
 async def record() -> None:
     env = await start_time_skipping_server()
     try:
-        for scenario, terms in (("order_to_cash_happy_path", False), ("order_to_cash_credit_hold_then_cancel", True)):
+        for scenario, terms in (
+            ("order_to_cash_happy_path", False),
+            ("order_to_cash_credit_hold_then_cancel", True),
+            ("order_to_cash_partly_shipped_then_cancelled", False),
+        ):
             name = scenario + GENERATION
             systems = FakeSystems(
                 terms=PaymentTerms.TERMS if terms else PaymentTerms.PREPAID,
@@ -74,6 +89,12 @@ async def record() -> None:
                     await handle.execute_update(OrderToCash.request_credit_approval, CreditApproval(approved_by="ops"))
                     await wait_for_status(handle, OrderStatus.RELEASED)
                     await handle.execute_update(OrderToCash.request_cancel, CancelRequest(reason="customer asked"))
+                elif "partly_shipped" in scenario:
+                    await wait_for_status(handle, OrderStatus.RELEASED)
+                    parcel = shipment_for(order, "S1", lines={"BOLT-M8-S": 2})
+                    await handle.signal(OrderToCash.on_shipment_confirmed, ShipmentConfirmed(shipment=parcel))
+                    await wait_for_status(handle, OrderStatus.PARTIALLY_SHIPPED)
+                    await handle.execute_update(OrderToCash.request_cancel, CancelRequest(reason="rest not wanted"))
                 else:
                     await wait_for_status(handle, OrderStatus.RELEASED)
                     await handle.signal(
@@ -88,5 +109,56 @@ async def record() -> None:
         await env.shutdown()
 
 
+async def wait_for_return_status(handle, status: ReturnStatus) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        if (await handle.query(ReturnToRefund.state)).status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"never reached {status}")
+
+
+async def record_returns() -> None:
+    """Record the return-to-refund histories: two receipts (one damaged) to a refund, and a cancel."""
+    env = await start_time_skipping_server()
+    try:
+        for name in ("return_to_refund_two_receipts_one_damaged", "return_to_refund_cancelled_before_receipt"):
+            systems = FakeReturnSystems()
+            queue = f"record-{uuid.uuid4()}"
+            request = return_request(lines={BOLT: 2, NUT: 1})
+            policy = ReturnPolicy(write_off_location_id="WO-9", partial_receipt_grace=timedelta(days=2))
+            start = ReturnToRefundInput(return_request=request, policy=policy)
+            async with Worker(
+                env.client, task_queue=queue, workflows=[ReturnToRefund], activities=systems.activities()
+            ):
+                handle = await env.client.start_workflow(
+                    ReturnToRefund.run,
+                    start,
+                    id=f"{request.key}-{name}",
+                    task_queue=queue,
+                    search_attributes=initial_return_search_attributes(request),
+                )
+                await wait_for_return_status(handle, ReturnStatus.AWAITING_RECEIPT)
+                if "cancelled" in name:
+                    await handle.execute_update(ReturnToRefund.request_cancel, ReturnCancelRequest(reason="kept it"))
+                else:
+                    await handle.signal(
+                        ReturnToRefund.on_return_received,
+                        ReturnReceived(receipt=receipt("RET-1", "RCPT-1", sellable={BOLT: 1})),
+                    )
+                    await wait_for_return_status(handle, ReturnStatus.PARTIALLY_RECEIVED)
+                    await handle.signal(
+                        ReturnToRefund.on_return_received,
+                        ReturnReceived(receipt=receipt("RET-1", "RCPT-2", sellable={BOLT: 1}, damaged={NUT: 1})),
+                    )
+                result = await handle.result()
+                history = await handle.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events, ended {result.status.value}")
+    finally:
+        await env.shutdown()
+
+
 if __name__ == "__main__":
-    asyncio.run(record())
+    if sys.argv[1:] != ["returns"]:
+        asyncio.run(record())
+    asyncio.run(record_returns())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,50 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from orderflow.workflows.order_to_cash import OrderToCash
+from orderflow.workflows.return_to_refund import ReturnToRefund
 
 HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("order_to_cash_*.json"))
+RETURN_HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("return_*.json"))
 
 
 def test_there_are_stored_histories_to_replay() -> None:
     assert len(HISTORIES) >= 2
 
 
+def patches_in(path: Path) -> set[str]:
+    """The `workflow.patched` ids a stored history recorded."""
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    markers = [
+        e.marker_recorded_event_attributes for e in history.events if e.HasField("marker_recorded_event_attributes")
+    ]
+    return {
+        json.loads(m.details["patch-data"].payloads[0].data)["id"] for m in markers if m.marker_name == "core_patch"
+    }
+
+
+def test_histories_from_before_and_after_partial_cancellation_are_replayed() -> None:
+    with_patch = [p for p in HISTORIES if "partial-cancel" in patches_in(p)]
+    assert [p for p in HISTORIES if "partial-cancel" not in patches_in(p)], "no history from before the patch"
+    # One of them cancels what had not shipped of a partly shipped order, with the new activities.
+    assert any("cancel_unshipped_lines" in p.read_text() and "close_unshipped_lines" in p.read_text()
+               for p in with_patch)  # fmt: skip
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_stored_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(workflows=[OrderToCash], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+
+
+def test_there_are_stored_return_histories_to_replay() -> None:
+    assert len(RETURN_HISTORIES) >= 2
+
+
+@pytest.mark.parametrize("path", RETURN_HISTORIES, ids=[p.stem for p in RETURN_HISTORIES])
+async def test_a_stored_return_history_replays_without_nondeterminism(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[ReturnToRefund], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
