@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import db, demo, dev, inbox, orders, sandbox, worker, xref
+from orderflow.cli import db, demo, dev, inbox, orders, returns, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(orders.app, name="orders")
+app.add_typer(returns.app, name="returns")
 app.add_typer(db.app, name="db")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(xref.app, name="xref")

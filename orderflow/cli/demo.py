@@ -53,6 +53,9 @@ from orderflow.canonical.saga import (
     order_reference,
 )
 from orderflow.cli.connection import fail
+from orderflow.cli.demo_returns import ReturnsReport, returns_table, run_returns
+from orderflow.cli.demo_sandbox import DemoError
+from orderflow.cli.demo_sandbox import control as _control
 from orderflow.devstack import DevStack, DevStackError, PortInUseError, StackPorts
 from orderflow.sandbox.seed import CATALOG, CUSTOMERS, WAREHOUSES, CatalogItem, SeedCustomer
 from orderflow.settings import STATE_DIR, ShopifySettings
@@ -82,10 +85,6 @@ POLL_SECONDS = 0.2
 ORDER_CREATE = """mutation DemoOrderCreate($order: OrderCreateOrderInput!) {
   orderCreate(order: $order) { order { legacyResourceId name } userErrors { field message code } }
 }"""
-
-
-class DemoError(Exception):
-    """The demo cannot run against this sandbox; the message says why and what to do."""
 
 
 class OrderKind(StrEnum):
@@ -164,6 +163,7 @@ class DemoReport:
     chaos: bool
     ledger: LedgerCheck | None = None
     faults_fired: dict[str, int] = field(default_factory=dict)
+    returns: ReturnsReport | None = None
 
     @property
     def failures(self) -> list[OrderOutcome]:
@@ -172,8 +172,9 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        """Every order at its expected end, and the ledger clean where it was checked."""
-        return not self.failures and (self.ledger is None or self.ledger.ok)
+        """Every order at its expected end, the ledger clean, and the returns refunded and reconciled."""
+        ledger_ok = self.ledger is None or self.ledger.ok
+        return not self.failures and ledger_ok and (self.returns is None or self.returns.ok)
 
 
 class DemoProgress:
@@ -352,17 +353,6 @@ def chaos_rules() -> list[dict[str, Any]]:
     ]
 
 
-async def _control(sandbox: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> Any:
-    """Call the sandbox's control API; a refusal or an unreachable sandbox is a DemoError."""
-    try:
-        response = await sandbox.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise DemoError(f"the sandbox at {sandbox.base_url} did not answer {method} {path}: {exc!r}") from exc
-    if response.status_code >= 400:
-        raise DemoError(f"the sandbox refused {method} {path}: HTTP {response.status_code} {response.text[:300]}")
-    return response.json() if response.content else None
-
-
 # ---- one order ---------------------------------------------------------------------------------------
 
 
@@ -518,6 +508,7 @@ async def run_demo(
     start_within: float = 30.0,
     finish_within: float = 150.0,
     seed: int = 20,
+    returns_share: float = 0.3,
     on_progress: Callable[[DemoProgress], None] | None = None,
 ) -> DemoReport:
     """Send `orders` orders through Shopify's webhooks into the sagas and report how each ended.
@@ -551,12 +542,27 @@ async def run_demo(
         with contextlib.suppress(DemoError):
             await _control(sandbox, "PUT", "/sandbox/demo", json=demo_before)
     ledger = await check_ledger(sandbox, [o.key for o in outcomes if o.key and o.status is OrderStatus.COMPLETED])
+    returns = None
+    if returns_share > 0:
+        # Prepaid orders only: a terms customer's order was never paid on Shopify, so its return is a
+        # credit against the invoice in the ERP and there is no money to refund on the channel.
+        completed = [
+            (o.key, [(item.sku, quantity) for item, quantity in o.planned.lines])
+            for o in outcomes
+            if o.key and o.status is OrderStatus.COMPLETED and not o.planned.b2b
+        ]
+        progress.update(-1, "returns and refunds")
+        returns = await run_returns(
+            client=client, sandbox=sandbox, completed=completed, share=returns_share, seed=seed,
+            finish_within=finish_within,
+        )  # fmt: skip
     return DemoReport(
         outcomes=list(outcomes),
         orders_seconds=elapsed,
         chaos=chaos,
         ledger=ledger,
         faults_fired=fired,
+        returns=returns,
     )
 
 
@@ -633,6 +639,8 @@ def print_report(console: Console, report: DemoReport, *, wall_seconds: float) -
             console.print("[red]sandbox check failed:[/]")
             for problem in report.ledger.problems:
                 console.print(f"  {problem}", markup=False)
+    if report.returns is not None:
+        print_returns(console, report.returns)
     console.print(f"orders took {report.orders_seconds:.1f} s; total wall time {wall_seconds:.1f} s")
     failures = report.failures
     if failures:
@@ -649,6 +657,19 @@ def print_report(console: Console, report: DemoReport, *, wall_seconds: float) -
             console.print(f"  {detail}", markup=False, highlight=False)
     elif report.ok:
         console.print("[bold green]every order reached its expected end[/]")
+
+
+def print_returns(console: Console, returns: ReturnsReport) -> None:
+    """The returns by status, and Shopify's refunds reconciled against the ERP's credit memos."""
+    console.print(returns_table(returns))
+    books = returns.reconciliation
+    if not books.mismatches:
+        console.print(
+            f"[green]books check:[/] Shopify refunded {books.total_refunded} and the ERP credited "
+            f"{books.total_credited} for the {len(books.refunded)} orders involved, to the cent"
+        )
+    for problem in returns.problems:
+        console.print(f"  [red]return problem:[/] {problem}", highlight=False)
 
 
 # ---- the command ------------------------------------------------------------------------------------

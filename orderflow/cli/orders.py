@@ -10,13 +10,11 @@ database not reachable.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
-from collections.abc import Awaitable
 from datetime import UTC, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -26,21 +24,17 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
-    Client,
-    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from orderflow.adapters.errors import AdapterError
 from orderflow.adapters.shopify import order_from_webhook
 from orderflow.canonical import Channel, Order
-from orderflow.canonical.base import CanonicalModel
 from orderflow.canonical.order import order_key
 from orderflow.canonical.saga import (
     QUERY_STATUS,
@@ -48,7 +42,6 @@ from orderflow.canonical.saga import (
     UPDATE_CANCEL,
     UPDATE_RETRY,
     UPDATE_SKIP,
-    ActionOutcome,
     CancelRequest,
     CancelSource,
     CreditApproval,
@@ -69,6 +62,11 @@ from orderflow.cli.connection import (
     connect_or_exit,
     fail,
 )
+from orderflow.cli.saga_actions import act as _act
+from orderflow.cli.saga_actions import describe_saga as _describe
+from orderflow.cli.saga_actions import guard as _guard
+from orderflow.cli.saga_actions import operator_name as _operator
+from orderflow.cli.saga_actions import rpc_failure as _rpc_failure
 from orderflow.settings import database_url, get_settings
 from orderflow.store.db import Database, DatabaseNotMigratedError
 from orderflow.store.order_view import MAX_PAGE, OrderViews
@@ -84,10 +82,6 @@ from orderflow.temporal import (
 app = typer.Typer(help="Order-to-cash sagas: start, inspect, cancel, approve credit, retry, skip, list.")
 
 WORKFLOW_TYPE = "OrderToCash"
-T = TypeVar("T")
-
-# Statuses that mean "Temporal is not there right now", as opposed to "this request is wrong".
-_UNAVAILABLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
 
 
 class InputFormat(StrEnum):
@@ -107,13 +101,6 @@ def _saga_key(value: str) -> str:
     except ValueError:
         channels = ", ".join(c.value for c in Channel)
         raise typer.BadParameter(f"unknown channel {channel!r}; orderflow knows {channels}") from None
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 KeyArgument = Annotated[
@@ -354,41 +341,6 @@ def skip(
     asyncio.run(_act(key, UPDATE_SKIP, command, answer_within=timeout, address=address, namespace=namespace))
 
 
-async def _act(
-    key: str, update: str, payload: CanonicalModel, *, answer_within: float, address: str, namespace: str
-) -> None:
-    """Send an operator's action as an update; exit 0 with what it did, or 1 with why it was refused."""
-    client = await connect_or_exit(address, namespace)
-    description = await _describe(client, key)
-    if description is None:
-        fail(f"no saga for {key}", 1)
-    if description.status is not WorkflowExecutionStatus.RUNNING:
-        status = description.status.name if description.status else "CLOSED"
-        fail(f"refused: the saga {key} has already ended ({status})", 1)
-    handle = client.get_workflow_handle(key)
-    try:
-        async with asyncio.timeout(answer_within):
-            outcome = await handle.execute_update(update, payload, result_type=ActionOutcome)
-    except TimeoutError:
-        # Not accepted by a worker means not applied: an update is only recorded once a worker takes it.
-        fail(
-            f"no worker took the action on {key} within {answer_within:g} s, so it was not applied; is a worker up?",
-            2,
-        )
-    except WorkflowUpdateFailedError as exc:
-        fail(f"refused: {_reason(exc.cause)}", 1)
-    except RPCError as exc:
-        _rpc_failure(exc, key, address)
-    if not outcome.accepted:
-        fail(f"refused: {outcome.message}", 1)
-    typer.echo(outcome.message)
-
-
-def _reason(cause: BaseException) -> str:
-    """The validator's or handler's own words, without the SDK's wrapping."""
-    return str(getattr(cause, "message", None) or cause)
-
-
 # ---- list ------------------------------------------------------------------------------------------------
 
 
@@ -555,32 +507,3 @@ async def _list(query: str, *, limit: int, address: str, namespace: str) -> list
     except RPCError as exc:
         _rpc_failure(exc, "the order list", address)
     return rows
-
-
-# ---- shared --------------------------------------------------------------------------------------------
-
-
-async def _describe(client: Client, key: str) -> WorkflowExecutionDescription | None:
-    """The saga's latest run, or None if there is no saga under this key."""
-    try:
-        return await client.get_workflow_handle(key).describe()
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            return None
-        _rpc_failure(exc, key, client.service_client.config.target_host)
-
-
-async def _guard(call: Awaitable[T], key: str, address: str) -> T:
-    try:
-        return await call
-    except RPCError as exc:
-        _rpc_failure(exc, key, address)
-
-
-def _rpc_failure(exc: RPCError, key: str, address: str) -> NoReturn:
-    """Exit 1 when the saga is not there, 2 when Temporal is not."""
-    if exc.status is RPCStatusCode.NOT_FOUND:
-        fail(f"no saga for {key}", 1)
-    if exc.status in _UNAVAILABLE:
-        fail(f"Temporal at {address} did not answer ({exc.status.name}): {exc.message}", 2)
-    fail(f"Temporal refused the request for {key} ({exc.status.name}): {exc.message}", 2)

@@ -15,8 +15,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,6 +26,8 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 from temporalio.client import Client
 from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -34,13 +36,20 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow.canonical import Order
 from orderflow.canonical.base import CanonicalModel
+from orderflow.canonical.channel_refund import WORKFLOW_TYPE as CHANNEL_REFUND_WORKFLOW_TYPE
+from orderflow.canonical.channel_refund import ChannelRefundInput
+from orderflow.canonical.return_saga import WORKFLOW_TYPE as RETURN_WORKFLOW_TYPE
+from orderflow.canonical.return_saga import ReturnToRefundInput
 from orderflow.canonical.saga import TASK_QUEUE, OrderToCashInput
 from orderflow.settings import Settings
 from orderflow.temporal import (
+    CHANNEL,
     DEFAULT_ADDRESS,
     DEFAULT_NAMESPACE,
+    NEEDS_ATTENTION,
     TRACKING_NUMBERS,
     connect,
+    initial_return_search_attributes,
     initial_search_attributes,
 )
 
@@ -49,6 +58,8 @@ log = logging.getLogger("orderflow.webhooks")
 WORKFLOW_TYPE = "OrderToCash"
 # Vendors give up on a slow endpoint (Shopify after 5 s), so no Temporal call may take longer.
 RPC_TIMEOUT = timedelta(seconds=4)
+# The whole call, retries inside the SDK included.
+CALL_DEADLINE = timedelta(seconds=5)
 CONNECT_TIMEOUT_SECONDS = 4.0
 # After a failed connect, webhooks arriving in the next moment do not each try again: during an
 # outage at a flash sale's rate that would be hundreds of doomed connects a second.
@@ -62,7 +73,7 @@ _TRACKING_NUMBER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class TemporalUnavailableError(Exception):
-    """Temporal could not be reached; the webhook must be retried (or, with the inbox, relayed) later."""
+    """Temporal (or a system a dispatch must read first) could not be reached; the relay tries again later."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -160,11 +171,19 @@ def is_valid_tracking_number(number: str) -> bool:
     return _TRACKING_NUMBER.fullmatch(number) is not None
 
 
-@contextmanager
-def temporal_call(what: str) -> Iterator[None]:
-    """Turn a failure that means "Temporal is not there right now" into `TemporalUnavailableError`."""
+@asynccontextmanager
+async def temporal_call(what: str) -> AsyncIterator[None]:
+    """Bound a Temporal call by `CALL_DEADLINE`, and turn "Temporal is not there" into `TemporalUnavailableError`.
+
+    The deadline is the SDK's: a call to a server that died after the client connected takes 6-10 s
+    despite `rpc_timeout` (the SDK retries underneath), which would hold a relay pass far longer
+    than a dispatch should take.
+    """
     try:
-        yield
+        async with asyncio.timeout(CALL_DEADLINE.total_seconds()):
+            yield
+    except TimeoutError as exc:
+        raise TemporalUnavailableError(f"Temporal did not answer within {CALL_DEADLINE} while {what}") from exc
     except RPCError as exc:
         if exc.status not in UNAVAILABLE_STATUSES:
             raise
@@ -225,20 +244,61 @@ class TemporalGateway:
 
     async def start_order(self, order: Order, *, received_at_epoch_ms: int) -> StartOutcome:
         """Start the order's saga under its business key; a second start for the same order is a duplicate."""
+        return await self.start_saga(
+            WORKFLOW_TYPE,
+            OrderToCashInput(order=order, received_at_epoch_ms=received_at_epoch_ms),
+            key=order.key,
+            search_attributes=initial_search_attributes(order),
+            summary=f"{order.channel.value} order {order.order_number}",
+        )
+
+    async def start_return(self, input: ReturnToRefundInput) -> StartOutcome:
+        """Start a return's saga under `return:{channel}:{return_id}`; a second start is a duplicate."""
+        request = input.return_request
+        return await self.start_saga(
+            RETURN_WORKFLOW_TYPE,
+            input,
+            key=input.key,
+            search_attributes=initial_return_search_attributes(request),
+            summary=f"{request.channel.value} return {request.return_id} of {request.order_key}",
+        )
+
+    async def start_channel_refund(self, input: ChannelRefundInput) -> StartOutcome:
+        """Start booking a channel refund in the ERP; a second start for the same refund is a duplicate."""
+        return await self.start_saga(
+            CHANNEL_REFUND_WORKFLOW_TYPE,
+            input,
+            key=input.key,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(CHANNEL, input.channel.value), SearchAttributePair(NEEDS_ATTENTION, False)]
+            ),
+            summary=f"{input.channel.value} refund {input.channel_refund_id} of {input.refund.order_key}",
+        )
+
+    async def start_saga(
+        self,
+        workflow_type: str,
+        arg: CanonicalModel,
+        *,
+        key: str,
+        search_attributes: TypedSearchAttributes,
+        summary: str,
+    ) -> StartOutcome:
+        """Start a saga under its business key, once: a second start is a duplicate, never a second run."""
         client = await self.client()
-        with temporal_call(f"starting {order.key}"):
+        async with temporal_call(f"starting {key}"):
             try:
                 await client.start_workflow(
-                    WORKFLOW_TYPE,
-                    OrderToCashInput(order=order, received_at_epoch_ms=received_at_epoch_ms),
-                    id=order.key,
+                    workflow_type,
+                    arg,
+                    id=key,
                     task_queue=self.task_queue,
-                    # A redelivered orders/create must never start a second saga, neither while the
-                    # first runs (FAIL) nor after it ended (REJECT_DUPLICATE): one order, one saga.
+                    # A redelivered webhook must never start a second saga, neither while the first
+                    # runs (FAIL) nor after it ended (REJECT_DUPLICATE): one business key, one saga.
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    search_attributes=initial_search_attributes(order),
-                    static_summary=f"{order.channel.value} order {order.order_number}",
+                    search_attributes=search_attributes,
+                    static_summary=summary,
                     rpc_timeout=RPC_TIMEOUT,
                 )
             except WorkflowAlreadyStartedError:
@@ -247,10 +307,14 @@ class TemporalGateway:
 
     async def signal_order(self, order_key: str, signal: str, payload: CanonicalModel) -> bool:
         """Signal an order's saga; False when there is none running (never started, or already closed)."""
+        return await self.signal_saga(order_key, signal, payload)
+
+    async def signal_saga(self, key: str, signal: str, payload: CanonicalModel) -> bool:
+        """Signal a saga by its key; False when there is none running (never started, or already closed)."""
         client = await self.client()
-        with temporal_call(f"signalling {signal} to {order_key}"):
+        async with temporal_call(f"signalling {signal} to {key}"):
             try:
-                await client.get_workflow_handle(order_key).signal(signal, payload, rpc_timeout=RPC_TIMEOUT)
+                await client.get_workflow_handle(key).signal(signal, payload, rpc_timeout=RPC_TIMEOUT)
             except RPCError as exc:
                 if exc.status is RPCStatusCode.NOT_FOUND:
                     return False
@@ -266,7 +330,7 @@ class TemporalGateway:
             f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' "
             f"AND {TRACKING_NUMBERS.name} = '{tracking_number}'"
         )
-        with temporal_call(f"looking up tracking number {tracking_number}"):
+        async with temporal_call(f"looking up tracking number {tracking_number}"):
             return [execution.id async for execution in client.list_workflows(query, rpc_timeout=RPC_TIMEOUT)]
 
 

@@ -1,7 +1,8 @@
 """The warehouse's webhooks: `order.shipped` tells each order's saga which parcel left, with what.
 
 A split order ships as several parcels; each is its own `shipment_confirmed` signal, and the saga
-adds them up until every line has shipped.
+adds them up until every line has shipped. `return.completed` tells a return's saga what came
+back, per SKU, sellable or damaged (`return_received`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 
-from orderflow.adapters.wms import shipments_from_webhook, verify_webhook
+from orderflow.adapters.wms import (
+    RETURN_RECEIPT_TOPIC,
+    return_receipt_from_webhook,
+    shipments_from_webhook,
+    verify_webhook,
+)
+from orderflow.canonical.return_saga import SIGNAL_RETURN_RECEIVED, ReturnReceived, return_key_from_reference
 from orderflow.canonical.saga import SIGNAL_SHIPMENT_CONFIRMED, ShipmentConfirmed, order_key_from_reference
 from orderflow.settings import Settings
 from orderflow.webhooks.dispatch import (
@@ -46,6 +53,8 @@ def identify(raw: bytes, headers: Mapping[str, str]) -> tuple[str, str]:
 
 def plan(delivery: Delivery, _settings: Settings) -> Plan:
     """Map an `order.shipped` to a shipment-confirmed signal per shipment, each to its order's saga."""
+    if delivery.topic == RETURN_RECEIPT_TOPIC:
+        return plan_return_receipt(delivery)
     if delivery.topic != "order.shipped":
         return ignored(f"topic {delivery.topic!r} changes no saga")
 
@@ -73,6 +82,25 @@ def plan(delivery: Delivery, _settings: Settings) -> Plan:
         return WebhookReceipt(status="signalled", order_keys=signalled, reason="; ".join(reasons) or None)
 
     return confirm
+
+
+def plan_return_receipt(delivery: Delivery) -> Plan:
+    """Map a completed return to `return_received` for the return's saga, with each line's condition."""
+    try:
+        receipt = return_receipt_from_webhook(parse_body(delivery.body, f"WMS {RETURN_RECEIPT_TOPIC}"))
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise Rejection(422, f"{RETURN_RECEIPT_TOPIC} does not describe a received return: {exc}") from exc
+    key = return_key_from_reference(receipt.reference)
+    if key is None:
+        return ignored(f"return {receipt.wms_return_id}: {receipt.reference!r} is not an orderflow return")
+
+    async def received(temporal: TemporalGateway) -> WebhookReceipt:
+        if not await temporal.signal_saga(key, SIGNAL_RETURN_RECEIVED, ReturnReceived(receipt=receipt)):
+            return ignored(f"no running saga for {key}")
+        log.info("wms return %s of %s (delivery %s): received", receipt.wms_return_id, key, delivery.event_id)
+        return WebhookReceipt(status="signalled", order_keys=[key])
+
+    return received
 
 
 SOURCE = Source(

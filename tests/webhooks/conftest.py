@@ -34,7 +34,7 @@ from orderflow.webhooks.dispatch import TemporalGateway
 from orderflow.webhooks.inbox import INBOX_ID_HEADER, WebhookInbox
 from orderflow.webhooks.relay import Relay
 
-from .saga_stand_in import QUERY_RECORDING, OrderToCashStandIn, Recording
+from .saga_stand_in import QUERY_RECORDING, OrderToCashStandIn, Recording, ReturnToRefundStandIn
 
 SHOP_DOMAIN = "orderflow-sandbox.myshopify.com"
 # Port 9 (discard) refuses connections on loopback: where the sandbox "delivers" webhooks the
@@ -199,7 +199,7 @@ async def harness(
     task_queue = f"webhooks-{uuid.uuid4()}"
     gateway = TemporalGateway(client.service_client.config.target_host, client.namespace, task_queue=task_queue)
     async with (
-        Worker(client, task_queue=task_queue, workflows=[OrderToCashStandIn]),
+        Worker(client, task_queue=task_queue, workflows=[OrderToCashStandIn, ReturnToRefundStandIn]),
         served(settings, gateway, inbox_db) as (http, inbox),
     ):
         state = WebhookHarness(

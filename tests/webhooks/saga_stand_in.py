@@ -1,4 +1,4 @@
-"""A stand-in for the order-to-cash saga: same workflow name and messages, and it only records them.
+"""Stand-ins for the order and return sagas: same workflow names and messages, and they only record them.
 
 It keeps the webhook tests about the webhook service: what was started, with which input, and
 which signals arrived. Like the real saga, it upserts the tracking numbers it is told about, so a
@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from orderflow.canonical.return_saga import SIGNAL_RETURN_RECEIVED, ReturnReceived, ReturnToRefundInput
     from orderflow.canonical.saga import (
         SIGNAL_CANCEL,
         SIGNAL_DELIVERY_RECORDED,
@@ -62,4 +63,37 @@ class OrderToCashStandIn:
 
     @workflow.query(name=QUERY_RECORDING)
     def recording(self) -> Recording:
+        return self._recording
+
+
+class ReturnRecording(BaseModel):
+    """Everything the return stand-in received."""
+
+    input: ReturnToRefundInput
+    cancels: list[CancelRequest] = []
+    receipts: list[ReturnReceived] = []
+
+
+@workflow.defn(name="ReturnToRefund")
+class ReturnToRefundStandIn:
+    """The return saga's name and messages; records its start and its signals."""
+
+    @workflow.init
+    def __init__(self, saga_input: ReturnToRefundInput) -> None:
+        self._recording = ReturnRecording(input=saga_input)
+
+    @workflow.run
+    async def run(self, saga_input: ReturnToRefundInput) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(name=SIGNAL_CANCEL)
+    def cancel(self, request: CancelRequest) -> None:
+        self._recording.cancels.append(request)
+
+    @workflow.signal(name=SIGNAL_RETURN_RECEIVED)
+    def return_received(self, received: ReturnReceived) -> None:
+        self._recording.receipts.append(received)
+
+    @workflow.query(name=QUERY_RECORDING)
+    def recording(self) -> ReturnRecording:
         return self._recording
