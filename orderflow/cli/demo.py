@@ -531,6 +531,21 @@ async def run_demo(
                 fault_ids.append((await _control(sandbox, "POST", "/sandbox/faults", json=rule))["id"])
         outcomes = await asyncio.gather(*(drive_order(i, order, ctx) for i, order in enumerate(plan)))
         elapsed = time.monotonic() - started
+        returns = None
+        if returns_share > 0:
+            # Prepaid orders only: a terms customer's order was never paid on Shopify, so its return is a
+            # credit against the invoice in the ERP and there is no money to refund on the channel.
+            completed = [
+                (o.key, [(item.sku, quantity) for item, quantity in o.planned.lines])
+                for o in outcomes
+                if o.key and o.status is OrderStatus.COMPLETED and not o.planned.b2b
+            ]
+            progress.update(-1, "returns and refunds")
+            # Still under the chaos faults, if any: credit memos and refunds must stay single through them.
+            returns = await run_returns(
+                client=client, sandbox=sandbox, completed=completed, share=returns_share, seed=seed,
+                finish_within=finish_within,
+            )  # fmt: skip
         fired = {}
         if fault_ids:
             rules = await _control(sandbox, "GET", "/sandbox/faults")
@@ -542,20 +557,6 @@ async def run_demo(
         with contextlib.suppress(DemoError):
             await _control(sandbox, "PUT", "/sandbox/demo", json=demo_before)
     ledger = await check_ledger(sandbox, [o.key for o in outcomes if o.key and o.status is OrderStatus.COMPLETED])
-    returns = None
-    if returns_share > 0:
-        # Prepaid orders only: a terms customer's order was never paid on Shopify, so its return is a
-        # credit against the invoice in the ERP and there is no money to refund on the channel.
-        completed = [
-            (o.key, [(item.sku, quantity) for item, quantity in o.planned.lines])
-            for o in outcomes
-            if o.key and o.status is OrderStatus.COMPLETED and not o.planned.b2b
-        ]
-        progress.update(-1, "returns and refunds")
-        returns = await run_returns(
-            client=client, sandbox=sandbox, completed=completed, share=returns_share, seed=seed,
-            finish_within=finish_within,
-        )  # fmt: skip
     return DemoReport(
         outcomes=list(outcomes),
         orders_seconds=elapsed,

@@ -69,16 +69,25 @@ class Reconciliation:
 
     refunded: dict[str, Decimal] = field(default_factory=dict)
     credited: dict[str, Decimal] = field(default_factory=dict)
+    # Refunds Shopify holds per order, against the returns and admin refunds the demo made there.
+    refunds: dict[str, int] = field(default_factory=dict)
+    expected_refunds: dict[str, int] = field(default_factory=dict)
 
     @property
     def mismatches(self) -> list[str]:
-        """Orders whose Shopify refunds and ERP credits differ, with both amounts."""
-        return [
+        """Orders whose Shopify refunds and ERP credits differ, or that were refunded more or less often than asked."""
+        amounts = [
             f"{key}: Shopify refunded {self.refunded.get(key, Decimal(0))}, ERP credited "
             f"{self.credited.get(key, Decimal(0))}"
             for key in sorted(set(self.refunded) | set(self.credited))
             if self.refunded.get(key, Decimal(0)) != self.credited.get(key, Decimal(0))
         ]
+        counts = [
+            f"{key}: {self.refunds.get(key, 0)} refunds on Shopify (want {want})"
+            for key, want in sorted(self.expected_refunds.items())
+            if self.refunds.get(key, 0) != want
+        ]
+        return amounts + counts
 
     @property
     def total_refunded(self) -> Decimal:
@@ -218,6 +227,8 @@ async def reconcile(sandbox: httpx.AsyncClient, report_returns: Sequence[ReturnO
     orders = {f"order:shopify:{o['id']}": o for o in shopify["orders"]}
     for key, credit_ids in involved.items():
         refunds = orders.get(key, {}).get("refunds", [])
+        check.refunds[key] = len(refunds)
+        check.expected_refunds[key] = len(credit_ids)
         check.refunded[key] = sum(
             (
                 Decimal(str(t.get("amount") or 0))

@@ -11,6 +11,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from orderflow.adapters.shopify import ShopifyClient
+from orderflow.canonical.channel_refund import ChannelRefundStatus
+from orderflow.canonical.return_saga import ReturnStatus
 from orderflow.canonical.saga import OrderStatus, order_reference
 from orderflow.cli.demo import OrderKind, run_demo
 from orderflow.sandbox.server import BackgroundServer
@@ -56,7 +58,7 @@ async def state(sandbox: httpx.AsyncClient, system: str) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def test_three_orders_reach_their_expected_ends_with_a_credit_approval_and_a_channel_cancel(
+async def test_four_orders_reach_their_expected_ends_then_a_return_and_an_admin_refund_balance_the_books(
     dev_server: WorkflowEnvironment,
     settings: Settings,
     http: httpx.AsyncClient,
@@ -69,7 +71,7 @@ async def test_three_orders_reach_their_expected_ends_with_a_credit_approval_and
             client=dev_server.client,
             shopify=ShopifyClient(http, settings.shopify),
             sandbox=sandbox,
-            orders=3,
+            orders=4,
             ship_after_seconds=1.0,
             finish_within=25.0,
         )
@@ -81,7 +83,21 @@ async def test_three_orders_reach_their_expected_ends_with_a_credit_approval_and
     assert by_kind[OrderKind.CREDIT_HOLD].status is OrderStatus.COMPLETED
     assert any("credit approved" in action for action in by_kind[OrderKind.CREDIT_HOLD].actions)
     assert by_kind[OrderKind.CHANNEL_CANCEL].status is OrderStatus.CANCELLED
-    assert report.ok and report.ledger is not None and report.ledger.checked == 2
+    assert report.ok and report.ledger is not None and report.ledger.checked == 3
+
+    # One prepaid order partly returned through Shopify's returns/request, the other refunded by staff
+    # in admin: each ends credited in the ERP for exactly what Shopify refunded, once.
+    returns = report.returns
+    assert returns is not None and returns.problems == []
+    (returned,) = returns.returns
+    assert returned.status is ReturnStatus.COMPLETED and returned.key and returned.erp_credit_id
+    assert returns.admin_refund is not None and returns.admin_refund.status is ChannelRefundStatus.CREDITED
+    books = returns.reconciliation
+    assert books.refunds == books.expected_refunds == {returned.order_key: 1, returns.admin_refund.order_key: 1}
+    assert books.refunded == books.credited and all(amount > 0 for amount in books.refunded.values())
+    netsuite = await state(sandbox, "netsuite")
+    memos = {str(r["id"]): r for r in netsuite["records"].get("creditMemo", [])}
+    assert returned.erp_credit_id in memos and returns.admin_refund.erp_credit_id in memos
 
     # The sandbox agrees: one sales order for each completed order, none live for the cancelled one.
     erp_orders = (await state(sandbox, "netsuite"))["records"]["salesOrder"]
