@@ -8,7 +8,7 @@ Temporal is a 200, because the row is safe and the relay dispatches it later.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -23,6 +23,7 @@ from orderflow.store.db import Database
 from orderflow.store.inbox import InboxEvent, InboxStatus
 from orderflow.webhooks.dispatch import (
     Delivery,
+    Dispatch,
     Rejection,
     Source,
     TemporalGateway,
@@ -38,6 +39,8 @@ RETRY_AFTER_SECONDS = 30
 # Requests being read and stored at once before the service sheds load: at a few ms each, the last
 # of them is still answered well within a vendor's timeout (Shopify's is 5 s).
 MAX_IN_FLIGHT = 256
+# Mapped dispatches kept in memory for the relay; beyond this (Temporal away for long) rows are mapped again.
+MAPPED_KEPT = 10_000
 OVERLOAD_RETRY_AFTER_SECONDS = 5
 # Response header naming the inbox row, so a vendor's delivery log leads an operator to it.
 INBOX_ID_HEADER = "Orderflow-Inbox-Id"
@@ -103,6 +106,8 @@ class Verdict:
     outcome: str | None = None
     errors: list[dict[str, Any]] | None = None
     error: str | None = None
+    # The dispatch the edge mapped, kept for this process's relay so it need not map the body again.
+    dispatch: Dispatch | None = None
 
     @property
     def answer(self) -> Answer:
@@ -140,6 +145,15 @@ class WebhookInbox:
         self.in_flight = 0
         # Set on each new pending row: wakes the relay to dispatch it now rather than on its next tick.
         self.arrivals = asyncio.Event()
+        # Dispatches the edge already mapped, by inbox id, oldest first; a row not here is mapped again
+        # from its stored bytes (another replica's, a replay, or one dropped past the bound).
+        self.mapped: OrderedDict[int, Dispatch] = OrderedDict()
+
+    def remember(self, inbox_id: int, dispatch: Dispatch) -> None:
+        """Keep a mapped dispatch for the relay, dropping the oldest past `MAPPED_KEPT` (a long outage)."""
+        self.mapped[inbox_id] = dispatch
+        while len(self.mapped) > MAPPED_KEPT:
+            self.mapped.popitem(last=False)
 
     def refuse(
         self, source: str, reason: str, status_code: int, detail: str, headers: dict[str, str] | None = None
@@ -224,6 +238,8 @@ class WebhookInbox:
             )
             answer = receipt_answer(received.status, receipt)
         elif verdict.status is InboxStatus.PENDING:
+            if verdict.dispatch is not None:
+                self.remember(received.id, verdict.dispatch)
             self.arrivals.set()
             receipt = WebhookReceipt(
                 status="accepted", reason=f"stored in the inbox as {received.id}; the relay dispatches it"
@@ -256,7 +272,7 @@ class WebhookInbox:
             outcome = planned.status if planned.reason is None else f"{planned.status}: {planned.reason}"
             status = SETTLED_BY_RECEIPT[planned.status]
             return Verdict(status, receipt_answer(status, planned), outcome=outcome)
-        return Verdict(InboxStatus.PENDING, None)
+        return Verdict(InboxStatus.PENDING, None, dispatch=planned)
 
     async def dispatch(self, event: InboxEvent) -> Answer:
         """Map a stored delivery and start or signal its sagas, recording on the row what came of it."""
@@ -268,7 +284,11 @@ class WebhookInbox:
         """Map a stored delivery and start or signal its sagas; what came of it, not yet recorded."""
         source = self.sources[event.source]
         try:
-            receipt = await source.handle(delivery_of(event), self.settings, self.temporal)
+            mapped = self.mapped.pop(event.id, None)
+            if mapped is not None:
+                receipt = await mapped(self.temporal)
+            else:
+                receipt = await source.handle(delivery_of(event), self.settings, self.temporal)
         except Rejection as rejected:
             log.warning("%s event %s rejected (inbox %s): %s", event.source, event.event_id, event.id, rejected.detail)
             settled = store.Settlement(
