@@ -11,7 +11,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from orderflow.adapters.shopify import ShopifyClient
-from orderflow.canonical.channel_refund import ChannelRefundStatus
+from orderflow.canonical.channel_refund import ChannelRefundStatus, credit_memo_external_id
 from orderflow.canonical.return_saga import ReturnStatus
 from orderflow.canonical.saga import OrderStatus, order_reference
 from orderflow.cli.demo import OrderKind, run_demo
@@ -98,6 +98,13 @@ async def test_four_orders_reach_their_expected_ends_then_a_return_and_an_admin_
     netsuite = await state(sandbox, "netsuite")
     memos = {str(r["id"]): r for r in netsuite["records"].get("creditMemo", [])}
     assert returned.erp_credit_id in memos and returns.admin_refund.erp_credit_id in memos
+    # The admin refund became exactly one credit memo, under its refund's external id.
+    admin_key = returns.admin_refund.key
+    assert admin_key is not None
+    external_id = credit_memo_external_id(admin_key)
+    assert [m["id"] for m in memos.values() if m.get("externalId") == external_id] == [
+        returns.admin_refund.erp_credit_id
+    ]
 
     # The sandbox agrees: one sales order for each completed order, none live for the cancelled one.
     erp_orders = (await state(sandbox, "netsuite"))["records"]["salesOrder"]
