@@ -156,7 +156,7 @@ class OrderToCash:
         self.steps_done: list[StepRecord] = []
         self.compensations_done: list[StepRecord] = []
         self.ids: dict[str, Any] = {"tracking_numbers": [], "channel_fulfillment_ids": [], "erp_fulfillment_ids": []}
-        self.compensations = Compensations()
+        self.compensations: Compensations[CompensationStep] = Compensations()
         self.attention_reason: str | None = None
         self.attention_step: str | None = None
         self.parked_skippable = False
@@ -647,7 +647,7 @@ class OrderToCash:
             self.compensations_done.append(self._record(CompensationStep.CANCEL_ON_CHANNEL.value, detail))
         self._set_status(OrderStatus.CANCELLED)
 
-    async def _compensate(self, compensation: Compensation) -> None:
+    async def _compensate(self, compensation: Compensation[CompensationStep]) -> None:
         detail = await self._compensation_step(compensation.step, compensation.undo)
         self.compensations_done.append(
             self._record(compensation.step.value, detail if detail is not None else "skipped by operator")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -90,6 +90,7 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.canonical.returns import Return, ReturnLine, ReturnReceipt
     from orderflow.canonical.saga import order_reference
     from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, RETURN_STATUS
+    from orderflow.workflows.compensation import Compensation, Compensations
 
 T = TypeVar("T")
 
@@ -258,55 +259,6 @@ def failure_reason(error: ActivityError) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The undo list (the shape of workflows/compensation.py, keyed by the return's own undo steps)
-# ---------------------------------------------------------------------------------------------
-
-Undo = Callable[[], Awaitable[str | None]]
-
-
-@dataclass
-class ReturnCompensation:
-    """One registered undo: which step it reverses and how."""
-
-    step: ReturnCompensationStep
-    undo: Undo
-
-
-@dataclass
-class ReturnCompensations:
-    """The undos of the steps begun so far; run newest first, each once, shielded from a further cancel."""
-
-    pending: list[ReturnCompensation] = field(default_factory=list)
-
-    def register(self, step: ReturnCompensationStep, undo: Undo) -> None:
-        """Add the undo of a step that is about to run; registering the same step twice keeps one."""
-        if all(c.step is not step for c in self.pending):
-            self.pending.append(ReturnCompensation(step, undo))
-
-    @property
-    def steps(self) -> list[ReturnCompensationStep]:
-        """The registered undos, in registration order."""
-        return [c.step for c in self.pending]
-
-    async def run_in_reverse(self, run_one: Callable[[ReturnCompensation], Awaitable[None]]) -> None:
-        """Run every undo, newest first; a second cancel must not abandon a half-undone return."""
-        task = asyncio.ensure_future(self._drain(run_one))
-        while True:
-            try:
-                await asyncio.shield(task)
-                return
-            except asyncio.CancelledError:
-                if task.done():
-                    task.result()
-                    return
-
-    async def _drain(self, run_one: Callable[[ReturnCompensation], Awaitable[None]]) -> None:
-        while self.pending:
-            await run_one(self.pending[-1])
-            self.pending.pop()
-
-
-# ---------------------------------------------------------------------------------------------
 # The saga
 # ---------------------------------------------------------------------------------------------
 
@@ -326,7 +278,7 @@ class ReturnToRefund:
         self.current_step: ReturnStep | None = None
         self.steps_done: list[StepRecord] = []
         self.compensations_done: list[StepRecord] = []
-        self.compensations = ReturnCompensations()
+        self.compensations: Compensations[ReturnCompensationStep] = Compensations()
         self.ids: dict[str, Any] = {"erp_item_receipt_ids": []}
         self.refusal_reasons: list[str] = []
         self.attention_reason: str | None = None
@@ -823,7 +775,7 @@ class ReturnToRefund:
             self.compensations_done.append(self._record(step.value, result.detail if result else "skipped by operator"))
         self._set_status(ReturnStatus.EXPIRED if request.source is CancelSource.DEADLINE else ReturnStatus.CANCELLED)
 
-    async def _compensate(self, compensation: ReturnCompensation) -> None:
+    async def _compensate(self, compensation: Compensation[ReturnCompensationStep]) -> None:
         detail = await self._compensation_step(compensation.step, compensation.undo)
         self.compensations_done.append(
             self._record(compensation.step.value, detail if detail is not None else "skipped by operator")
