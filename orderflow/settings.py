@@ -38,6 +38,11 @@ SANDBOX_WMS_CHANNEL_ID = 100001
 SANDBOX_WMS_WEBHOOK_SECRET = "whsec_c2FuZGJveC13bXMtd2ViaG9vay1zZWNyZXQ="
 SANDBOX_CARRIER_API_KEY = "EZTKsandbox0000000000"
 SANDBOX_CARRIER_WEBHOOK_SECRET = "sandbox-easypost-webhook-secret"
+SANDBOX_AMAZON_LWA_CLIENT_ID = "amzn1.application-oa2-client.sandbox0000000000"
+SANDBOX_AMAZON_LWA_CLIENT_SECRET = "amzn1.oa2-cs.v1.sandbox-secret"
+SANDBOX_AMAZON_REFRESH_TOKEN = "Atzr|sandbox-refresh-token"
+SANDBOX_AMAZON_SELLER_ID = "A2SANDBOXSELLER"
+SANDBOX_AMAZON_MARKETPLACE_ID = "ATVPDKIKX0DER"
 
 SANDBOX_SECRETS = frozenset(
     {
@@ -49,6 +54,8 @@ SANDBOX_SECRETS = frozenset(
         SANDBOX_WMS_WEBHOOK_SECRET,
         SANDBOX_CARRIER_API_KEY,
         SANDBOX_CARRIER_WEBHOOK_SECRET,
+        SANDBOX_AMAZON_LWA_CLIENT_SECRET,
+        SANDBOX_AMAZON_REFRESH_TOKEN,
     }
 )
 
@@ -148,6 +155,32 @@ class CarrierSettings(_SystemSettings):
     webhook_secret: SecretStr = SecretStr(SANDBOX_CARRIER_WEBHOOK_SECRET)
 
 
+class AmazonSettings(_SystemSettings):
+    """The Amazon seller account: SP-API endpoint, Login with Amazon credentials, seller and marketplaces."""
+
+    base_url: str = f"{SANDBOX_URL}/amazon"
+    # Login with Amazon lives on its own host (api.amazon.com), not on the SP-API regional host.
+    lwa_url: str = f"{SANDBOX_URL}/amazon/auth/o2/token"
+    client_id: str = SANDBOX_AMAZON_LWA_CLIENT_ID
+    client_secret: SecretStr = SecretStr(SANDBOX_AMAZON_LWA_CLIENT_SECRET)
+    refresh_token: SecretStr = SecretStr(SANDBOX_AMAZON_REFRESH_TOKEN)
+    seller_id: str = SANDBOX_AMAZON_SELLER_ID
+    marketplace_ids: list[str] = Field(default_factory=lambda: [SANDBOX_AMAZON_MARKETPLACE_ID], min_length=1)
+
+    @model_validator(mode="after")
+    def _refuse_sandbox_secrets_for_lwa(self) -> AmazonSettings:
+        # The token exchange is a second host: a sandbox refresh token must not reach the real LWA either.
+        if is_local_url(self.lwa_url):
+            return self
+        for name in ("client_secret", "refresh_token"):
+            if getattr(self, name).get_secret_value() in SANDBOX_SECRETS:
+                raise ValueError(
+                    f"{name} still holds the sandbox's published credential, but lwa_url "
+                    f"{self.lwa_url!r} is not the sandbox; set the real secret"
+                )
+        return self
+
+
 class ReturnSettings(BaseModel):
     """The return policy: window, restocking fee, where damaged units go, how the ERP records the refund."""
 
@@ -183,6 +216,7 @@ class Settings(BaseSettings):
     netsuite: NetSuiteSettings = NetSuiteSettings()
     wms: WmsSettings = WmsSettings()
     carrier: CarrierSettings = CarrierSettings()
+    amazon: AmazonSettings = AmazonSettings()
     returns: ReturnSettings = ReturnSettings()
 
     # SQLite under the state directory by default; PostgreSQL in production, e.g.

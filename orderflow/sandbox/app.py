@@ -20,13 +20,20 @@ log = logging.getLogger("orderflow.sandbox")
 
 
 def default_simulators(ctx: SandboxContext) -> list[Simulator]:
-    """The four simulated systems of DESIGN.md: Shopify, NetSuite, the WMS and the carrier."""
+    """The simulated systems of DESIGN.md: Shopify, NetSuite, the WMS, the carrier and Amazon SP-API."""
+    from orderflow.sandbox.amazon import AmazonSimulator
     from orderflow.sandbox.carrier import CarrierSimulator
     from orderflow.sandbox.netsuite import NetSuiteSimulator
     from orderflow.sandbox.shopify import ShopifySimulator
     from orderflow.sandbox.wms import WmsSimulator
 
-    return [ShopifySimulator(ctx), NetSuiteSimulator(ctx), WmsSimulator(ctx), CarrierSimulator(ctx)]
+    return [
+        ShopifySimulator(ctx),
+        NetSuiteSimulator(ctx),
+        WmsSimulator(ctx),
+        CarrierSimulator(ctx),
+        AmazonSimulator(ctx),
+    ]
 
 
 SimulatorFactory = Callable[[SandboxContext], list[Simulator]]

@@ -30,6 +30,12 @@ class DemoConfig(BaseModel):
     # `simulate/return` receives returns), and the chance that each returned unit is found damaged.
     wms_return_receive_after_seconds: float | None = Field(default=None, ge=0)
     wms_return_damaged_share: float = Field(default=0.0, ge=0, le=1)
+    # Amazon: MFN orders invented per minute of sandbox time, the share of them fulfilled by Amazon
+    # (AFN), and the share whose buyer asks to cancel `amazon_buyer_cancel_after_seconds` later.
+    amazon_orders_per_minute: float = Field(default=0.0, ge=0)
+    amazon_afn_share: float = Field(default=0.0, ge=0, le=1)
+    amazon_buyer_cancel_share: float = Field(default=0.0, ge=0, le=1)
+    amazon_buyer_cancel_after_seconds: float = Field(default=30.0, ge=0)
 
 
 class WebhookTarget(BaseModel):
@@ -81,6 +87,22 @@ class SandboxConfig(BaseModel):
 
     carrier_api_key: str = s.SANDBOX_CARRIER_API_KEY
     carrier_webhook_secret: str = s.SANDBOX_CARRIER_WEBHOOK_SECRET
+
+    # Literal values, not settings constants: they mirror SANDBOX_AMAZON_* in settings.py.
+    amazon_lwa_client_id: str = "amzn1.application-oa2-client.sandbox0000000000"
+    amazon_lwa_client_secret: str = "amzn1.oa2-cs.v1.sandbox-secret"
+    amazon_refresh_token: str = "Atzr|sandbox-refresh-token"
+    amazon_seller_id: str = "A2SANDBOXSELLER"
+    amazon_marketplace_id: str = "ATVPDKIKX0DER"
+    amazon_access_token_ttl_seconds: int = Field(default=3600, ge=1)
+    # Multiplies every documented SP-API rate and burst (0.5 = "half of Amazon's rates").
+    amazon_rate_scale: float = Field(default=1.0, gt=0)
+    # Orders 2026-01-01 has role-based PII: with the role the LWA token alone reads names and
+    # streets; without it (the default) only a restricted data token does.
+    amazon_pii_role: bool = False
+    # Sandbox-clock seconds a feed waits IN_QUEUE, then spends IN_PROGRESS before DONE.
+    amazon_feed_queue_seconds: float = Field(default=1.0, ge=0)
+    amazon_feed_processing_seconds: float = Field(default=2.0, ge=0)
 
 
 class SandboxContext:

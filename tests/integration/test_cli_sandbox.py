@@ -50,4 +50,4 @@ def test_an_unreachable_sandbox_exits_2_with_how_to_start_it() -> None:
 def test_state_prints_every_system(sandbox_url: str) -> None:
     result = runner.invoke(app, ["sandbox", "state", "--url", sandbox_url])
     assert result.exit_code == 0
-    assert set(json.loads(result.output)) == {"shopify", "netsuite", "wms", "carrier"}
+    assert set(json.loads(result.output)) == {"shopify", "netsuite", "wms", "carrier", "amazon"}
