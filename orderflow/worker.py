@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
+from orderflow.activities.channel_polling import ChannelPollingActivities
 from orderflow.activities.channel_refunds import ChannelRefundActivities
 from orderflow.activities.order_view import OrderViewActivities
 from orderflow.activities.returns import (
@@ -24,6 +25,7 @@ from orderflow.activities.returns import (
     ReturnErpActivities,
     ReturnWarehouseActivities,
 )
+from orderflow.adapters.amazon import AmazonClient
 from orderflow.adapters.carrier import CarrierClient
 from orderflow.adapters.netsuite import NetSuiteClient
 from orderflow.adapters.shopify import ShopifyClient
@@ -34,6 +36,7 @@ from orderflow.settings import Settings, database_url
 from orderflow.store.db import Database
 from orderflow.store.xref import CrossReferences
 from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
+from orderflow.workflows.amazon_orders import ChannelOrderPoller, ChannelOrderResync
 from orderflow.workflows.channel_refund import ChannelRefund
 from orderflow.workflows.order_to_cash import OrderToCash
 from orderflow.workflows.return_to_refund import ReturnToRefund
@@ -112,6 +115,14 @@ def activities_for(
     ]
 
 
+def poller_activities(
+    client: Client, settings: Settings, http: httpx.AsyncClient, *, task_queue: str = TASK_QUEUE
+) -> list[Callable[..., Any]]:
+    """The channel order poller's activities: Amazon's changed orders read, their sagas started or signalled."""
+    polling = ChannelPollingActivities(AmazonClient(http, settings.amazon), client, task_queue=task_queue)
+    return [polling.list_channel_order_changes, polling.start_order_saga, polling.signal_cancel]
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -127,8 +138,12 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderToCash, ReturnToRefund, ChannelRefund],
-        activities=activities_for(settings, http, database=database or Database(database_url(settings))),
+        workflows=[OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync],
+        activities=[
+            *activities_for(settings, http, database=database or Database(database_url(settings))),
+            # The Amazon order poller starts and signals sagas, so it needs this worker's Temporal client.
+            *poller_activities(client, settings, http, task_queue=task_queue),
+        ],
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )

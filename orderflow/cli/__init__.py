@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import db, demo, dev, inbox, orders, returns, sandbox, worker, xref
+from orderflow.cli import amazon, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -18,6 +18,7 @@ app.add_typer(returns.app, name="returns")
 app.add_typer(db.app, name="db")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(xref.app, name="xref")
+app.add_typer(amazon.app, name="amazon")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)

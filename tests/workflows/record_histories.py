@@ -14,6 +14,10 @@ the sagas that began under them are still proven to replay):
 Return to refund (`return_to_refund_*`, recorded by `record_returns`; `... record_histories.py returns`
 records only these): a return received in two boxes, one with damaged units, and a return
 cancelled before anything came back.
+
+The channel order poller (`poller_*`, recorded by `record_poller`; `... record_histories.py poller`
+records only these): a poll over two pages that starts sagas, skips a marketplace-fulfilled order
+and signals a cancel; and a poll's first run that continued as new mid-search.
 """
 
 from __future__ import annotations
@@ -158,7 +162,47 @@ async def record_returns() -> None:
         await env.shutdown()
 
 
+async def record_poller() -> None:
+    """Record the channel order poller's histories: a two-page poll, and a run that continued as new."""
+    from datetime import UTC, datetime
+
+    from test_channel_order_poller import FakeChannel, poll_input
+
+    from orderflow.canonical.channel_polling import ChannelOrderStatus, FulfilledBy
+    from orderflow.workflows.amazon_orders import ChannelOrderPoller
+
+    env = await start_time_skipping_server()
+    try:
+        for name, max_pages in (("poller_two_pages_cancel_and_marketplace_order", 10), ("poller_continued_as_new", 1)):
+            now = datetime.now(UTC).replace(microsecond=0)
+            channel = FakeChannel(sagas={"order:amazon:111-0000000-0000004"})
+            channel.add("111-0000000-0000001", now - timedelta(minutes=40))
+            channel.add("111-0000000-0000002", now - timedelta(minutes=30), fulfilled_by=FulfilledBy.MARKETPLACE)
+            channel.add("111-0000000-0000003", now - timedelta(minutes=20))
+            channel.add("111-0000000-0000004", now - timedelta(minutes=8), ChannelOrderStatus.CANCEL_REQUESTED)
+            queue = f"record-{uuid.uuid4()}"
+            async with Worker(
+                env.client, task_queue=queue, workflows=[ChannelOrderPoller], activities=channel.activities()
+            ):
+                handle = await env.client.start_workflow(
+                    ChannelOrderPoller.run,
+                    poll_input(now - timedelta(hours=1), page_size=2, max_pages_per_run=max_pages),
+                    id=f"poll:amazon:ATVPDKIKX0DER-{name}",
+                    task_queue=queue,
+                )
+                await handle.result()
+                first_run = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+                history = await first_run.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+    finally:
+        await env.shutdown()
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["poller"]:
+        asyncio.run(record_poller())
+        sys.exit(0)
     if sys.argv[1:] != ["returns"]:
         asyncio.run(record())
     asyncio.run(record_returns())

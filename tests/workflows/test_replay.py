@@ -10,6 +10,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from orderflow.workflows.amazon_orders import ChannelOrderPoller
 from orderflow.workflows.order_to_cash import OrderToCash
 from orderflow.workflows.return_to_refund import ReturnToRefund
 
@@ -56,5 +57,22 @@ def test_there_are_stored_return_histories_to_replay() -> None:
 async def test_a_stored_return_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(workflows=[ReturnToRefund], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
+
+
+POLLER_HISTORIES = sorted((Path(__file__).parents[1] / "histories").glob("poller_*.json"))
+
+
+def test_there_are_stored_poller_histories_to_replay() -> None:
+    assert len(POLLER_HISTORIES) >= 2
+    # One of them continued as new mid-search, carrying its cursor, page and seen orders.
+    assert any("CONTINUED_AS_NEW" in p.read_text() for p in POLLER_HISTORIES)
+
+
+@pytest.mark.parametrize("path", POLLER_HISTORIES, ids=[p.stem for p in POLLER_HISTORIES])
+async def test_a_stored_poller_history_replays_without_nondeterminism(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=[ChannelOrderPoller], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
