@@ -56,9 +56,17 @@ def http_client() -> httpx.AsyncClient:
 
 
 def activities_for(
-    settings: Settings, http: httpx.AsyncClient, *, database: Database | None = None
+    settings: Settings,
+    http: httpx.AsyncClient,
+    *,
+    database: Database | None = None,
+    amazon: AmazonClient | None = None,
 ) -> list[Callable[..., Any]]:
-    """Every activity of both sagas, on adapters built from `settings` over `http`; with a database, the view's too."""
+    """Every activity of the sagas, on adapters built from `settings` over `http`; with a database, the view's too.
+
+    `amazon` is the worker's one Amazon client, shared with the poller so one set of rate buckets,
+    one token cache and one feed ledger stand for this worker.
+    """
     netsuite = NetSuiteClient(http, settings.netsuite)
     wms = WmsClient(http, settings.wms)
     carrier = CarrierClient(http, settings.carrier)
@@ -67,7 +75,8 @@ def activities_for(
     erp = ErpActivities(netsuite, xref=CrossReferences(database) if database is not None else None)
     warehouse = WarehouseActivities(wms)
     labels = CarrierActivities(carrier, wms)
-    channels = ChannelActivities({Channel.SHOPIFY: shopify})
+    amazon = amazon if amazon is not None else AmazonClient(http, settings.amazon)
+    channels = ChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
     bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
     returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify})
     returns_erp = ReturnErpActivities(netsuite)
@@ -116,10 +125,16 @@ def activities_for(
 
 
 def poller_activities(
-    client: Client, settings: Settings, http: httpx.AsyncClient, *, task_queue: str = TASK_QUEUE
+    client: Client,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    *,
+    task_queue: str = TASK_QUEUE,
+    amazon: AmazonClient | None = None,
 ) -> list[Callable[..., Any]]:
     """The channel order poller's activities: Amazon's changed orders read, their sagas started or signalled."""
-    polling = ChannelPollingActivities(AmazonClient(http, settings.amazon), client, task_queue=task_queue)
+    amazon = amazon if amazon is not None else AmazonClient(http, settings.amazon)
+    polling = ChannelPollingActivities(amazon, client, task_queue=task_queue)
     return [polling.list_channel_order_changes, polling.start_order_saga, polling.signal_cancel]
 
 
@@ -135,14 +150,15 @@ def build_worker(
 
     Without a database, the one in settings is used (its connections close with the process).
     """
+    amazon = AmazonClient(http, settings.amazon)
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync],
         activities=[
-            *activities_for(settings, http, database=database or Database(database_url(settings))),
+            *activities_for(settings, http, database=database or Database(database_url(settings)), amazon=amazon),
             # The Amazon order poller starts and signals sagas, so it needs this worker's Temporal client.
-            *poller_activities(client, settings, http, task_queue=task_queue),
+            *poller_activities(client, settings, http, task_queue=task_queue, amazon=amazon),
         ],
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -1,4 +1,9 @@
-"""Channel steps of order to cash: tracking back to the channel, and cancelling there (Shopify)."""
+"""Channel steps of order to cash: tracking back to the channel, and cancelling there (Shopify, Amazon).
+
+Each channel speaks its own protocol; the saga sees one activity per step. Shopify takes a
+fulfillment with tracking and an `orderCancel` job; Amazon takes a v0 shipment confirmation and an
+order-acknowledgement feed that cancels what has not shipped.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Mapping
 from temporalio import activity
 
 from orderflow.activities.failures import translated_failures
+from orderflow.adapters.amazon import AmazonClient
 from orderflow.adapters.errors import NotFoundError, ValidationRejectedError
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.canonical import Channel, Order
@@ -15,16 +21,19 @@ from orderflow.canonical.saga import (
     CancelOnChannelResult,
     ConfirmShipmentInput,
     ConfirmShipmentOnChannelResult,
+    idempotency_key,
 )
+
+ChannelClient = ShopifyClient | AmazonClient
 
 
 class ChannelActivities:
     """The saga's steps on the channel an order came from, each safe to repeat."""
 
-    def __init__(self, channels: Mapping[Channel, ShopifyClient]) -> None:
+    def __init__(self, channels: Mapping[Channel, ChannelClient]) -> None:
         self.channels = channels
 
-    def _client(self, order: Order) -> ShopifyClient:
+    def _client(self, order: Order) -> ChannelClient:
         client = self.channels.get(order.channel)
         if client is None:
             raise ValidationRejectedError(
@@ -37,18 +46,31 @@ class ChannelActivities:
     @activity.defn
     async def confirm_shipment_on_channel(self, input: ConfirmShipmentInput) -> ConfirmShipmentOnChannelResult:
         """Record the shipment and its tracking on the channel; a repeat finds the fulfillment by tracking number."""
+        client = self._client(input.order)
         with translated_failures():
-            ref = await self._client(input.order).create_fulfillment(input.order.channel_order_id, input.shipment)
+            if isinstance(client, AmazonClient):
+                # Amazon keys a confirmation by its package reference (the shipment id): a repeat edits it.
+                await client.confirm_shipment(input.order.channel_order_id, input.shipment)
+                return ConfirmShipmentOnChannelResult(channel_fulfillment_id=input.shipment.shipment_id)
+            ref = await client.create_fulfillment(input.order.channel_order_id, input.shipment)
         return ConfirmShipmentOnChannelResult(channel_fulfillment_id=ref.fulfillment_id)
 
     @activity.defn
     async def cancel_on_channel(self, input: CancelOnChannelInput) -> CancelOnChannelResult:
         """Cancel the order on the channel, refunding and restocking; already cancelled is success."""
+        client = self._client(input.order)
+        if isinstance(client, AmazonClient):
+            with translated_failures():
+                feed_id = await client.cancel_order(
+                    input.order.channel_order_id,
+                    reason=input.reason,
+                    idempotency_key=idempotency_key(input.order.key, "cancel_on_channel"),
+                )
+            # The feed is processed later; its report is Amazon's record that the order was cancelled.
+            return CancelOnChannelResult(cancelled=True, detail=f"cancellation feed {feed_id} submitted to Amazon")
         with translated_failures():
             try:
-                job = await self._client(input.order).cancel_order(
-                    input.order.channel_order_id, reason="OTHER", staff_note=input.reason
-                )
+                job = await client.cancel_order(input.order.channel_order_id, reason="OTHER", staff_note=input.reason)
             except NotFoundError:
                 # An order the channel never had (started from a file, or deleted there) has nothing
                 # to cancel; parking the undo over it would only make an operator press skip.
