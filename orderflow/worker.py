@@ -78,7 +78,7 @@ def activities_for(
     amazon = amazon if amazon is not None else AmazonClient(http, settings.amazon)
     channels = ChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
     bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
-    returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify})
+    returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
     returns_erp = ReturnErpActivities(netsuite)
     returns_warehouse = ReturnWarehouseActivities(wms)
     returns_carrier = ReturnCarrierActivities(carrier, wms)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from temporalio import activity
 
 from orderflow.activities.failures import translated_failures
+from orderflow.adapters.amazon import AmazonClient
 from orderflow.adapters.carrier import SYSTEM as CARRIER
 from orderflow.adapters.carrier import CarrierClient
 from orderflow.adapters.errors import NotFoundError, ValidationRejectedError
@@ -65,16 +66,29 @@ def _units_held(authorization: ReturnAuthorization, line: ReturnAuthorizationLin
 class ReturnChannelActivities:
     """The return's steps on the channel: read the order, keep the channel's return in step, refund."""
 
-    def __init__(self, channels: Mapping[Channel, ShopifyClient]) -> None:
+    def __init__(self, channels: Mapping[Channel, ShopifyClient | AmazonClient]) -> None:
         self.channels = channels
 
-    def _client(self, channel: Channel) -> ShopifyClient:
+    def _client(self, channel: Channel) -> ShopifyClient | AmazonClient:
         client = self.channels.get(channel)
         if client is None:
             raise ValidationRejectedError(
                 f"this worker has no client for channel {channel.value}",
                 system=channel.value,
                 vendor_code="CHANNEL_NOT_CONFIGURED",
+            )
+        return client
+
+    def _returns_on(self, channel: Channel) -> ShopifyClient:
+        """The client of a channel whose returns orderflow keeps in step (Shopify's return objects)."""
+        client = self._client(channel)
+        if not isinstance(client, ShopifyClient):
+            # Amazon's merchant-fulfilled returns are opened by an operator (origin `operator`): there
+            # is no return object on Amazon for the saga to approve, label, close or cancel.
+            raise ValidationRejectedError(
+                f"{channel.value} has no return object orderflow keeps in step; open its returns as an operator",
+                system=channel.value,
+                vendor_code="CHANNEL_RETURNS_NOT_SUPPORTED",
             )
         return client
 
@@ -92,21 +106,21 @@ class ReturnChannelActivities:
     async def approve_channel_return(self, input: ChannelReturnInput) -> ChannelReturnResult:
         """Approve the customer's return request on the channel; already approved is success."""
         with translated_failures():
-            await self._client(input.channel).approve_return(input.channel_return_id)
+            await self._returns_on(input.channel).approve_return(input.channel_return_id)
         return ChannelReturnResult(detail=f"return {input.channel_return_id} approved on {input.channel.value}")
 
     @activity.defn
     async def send_return_label(self, input: SendReturnLabelInput) -> ChannelReturnResult:
         """Attach the return label to the channel's return, so the customer can print it; a repeat is a no-op."""
         with translated_failures():
-            await self._client(input.channel).attach_return_label(input.channel_return_id, input.label)
+            await self._returns_on(input.channel).attach_return_label(input.channel_return_id, input.label)
         return ChannelReturnResult(detail=f"label {input.label.tracking_number} sent to {input.channel.value}")
 
     @activity.defn
     async def close_channel_return(self, input: ChannelReturnInput) -> ChannelReturnResult:
         """Close the channel's return once it is refunded; already closed is success."""
         with translated_failures():
-            await self._client(input.channel).close_return(input.channel_return_id)
+            await self._returns_on(input.channel).close_return(input.channel_return_id)
         return ChannelReturnResult(detail=f"return {input.channel_return_id} closed on {input.channel.value}")
 
     @activity.defn
@@ -114,7 +128,7 @@ class ReturnChannelActivities:
         """Cancel (or decline) the channel's return; already cancelled, or not there at all, is success."""
         with translated_failures():
             try:
-                await self._client(input.channel).cancel_return(input.channel_return_id)
+                await self._returns_on(input.channel).cancel_return(input.channel_return_id)
             except NotFoundError:
                 return ChannelReturnResult(detail=f"return {input.channel_return_id} not on the channel; nothing to do")
         return ChannelReturnResult(detail=f"return {input.channel_return_id} cancelled on {input.channel.value}")
@@ -123,6 +137,13 @@ class ReturnChannelActivities:
     async def refund_on_channel(self, input: RefundOnChannelInput) -> RefundOnChannelResult:
         """Refund the buyer once per idempotency key: an attempt whose answer was lost is found, not repeated."""
         client = self._client(input.channel)
+        if isinstance(client, AmazonClient):
+            # Amazon refunds a merchant-fulfilled order through the payment adjustment feed; the
+            # adapter finds the feed an earlier attempt sent under this key, and succeeds once its
+            # processing report is clean (a retryable error while Amazon is still processing it).
+            with translated_failures():
+                made = await client.refund(input.channel_order_id, input.refund, idempotency_key=input.idempotency_key)
+            return RefundOnChannelResult(refund=made)
         with translated_failures():
             existing = await client.find_refund(input.channel_order_id, input.idempotency_key)
             if existing is not None:
