@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, NoReturn
 
@@ -147,6 +148,27 @@ async def _each_schedule(
     return client, [(schedule_id, client.get_schedule_handle(schedule_id)) for schedule_id in ids]
 
 
+def _act_on_each_schedule(
+    marketplace: list[str] | None,
+    address: str,
+    namespace: str,
+    action: Callable[[ScheduleHandle], Awaitable[None]],
+    done: str,
+) -> None:
+    """Apply one action to every chosen marketplace's schedule, saying `done` for each (exit 1/2 on failure)."""
+
+    async def run() -> None:
+        _client, handles = await _each_schedule(_marketplaces(marketplace), address, namespace)
+        for schedule_id, handle in handles:
+            try:
+                await action(handle)
+            except RPCError as exc:
+                _schedule_failure(exc, schedule_id, address)
+            typer.echo(f"{schedule_id}: {done}")
+
+    asyncio.run(run())
+
+
 @schedule_app.command("pause")
 def pause(
     marketplace: MarketplaceOption = None,
@@ -155,17 +177,7 @@ def pause(
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Stop polling a marketplace; the cursor is kept, so unpausing misses nothing."""
-
-    async def run() -> None:
-        _client, handles = await _each_schedule(_marketplaces(marketplace), address, namespace)
-        for schedule_id, handle in handles:
-            try:
-                await handle.pause(note=note)
-            except RPCError as exc:
-                _schedule_failure(exc, schedule_id, address)
-            typer.echo(f"{schedule_id}: paused")
-
-    asyncio.run(run())
+    _act_on_each_schedule(marketplace, address, namespace, lambda handle: handle.pause(note=note), "paused")
 
 
 @schedule_app.command("unpause")
@@ -176,17 +188,7 @@ def unpause(
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Resume polling a marketplace from where its last poll ended."""
-
-    async def run() -> None:
-        _client, handles = await _each_schedule(_marketplaces(marketplace), address, namespace)
-        for schedule_id, handle in handles:
-            try:
-                await handle.unpause(note=note)
-            except RPCError as exc:
-                _schedule_failure(exc, schedule_id, address)
-            typer.echo(f"{schedule_id}: running")
-
-    asyncio.run(run())
+    _act_on_each_schedule(marketplace, address, namespace, lambda handle: handle.unpause(note=note), "running")
 
 
 @schedule_app.command("trigger")
@@ -196,17 +198,7 @@ def trigger(
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Poll a marketplace now (skipped if a poll is still running)."""
-
-    async def run() -> None:
-        _client, handles = await _each_schedule(_marketplaces(marketplace), address, namespace)
-        for schedule_id, handle in handles:
-            try:
-                await handle.trigger()
-            except RPCError as exc:
-                _schedule_failure(exc, schedule_id, address)
-            typer.echo(f"{schedule_id}: triggered")
-
-    asyncio.run(run())
+    _act_on_each_schedule(marketplace, address, namespace, lambda handle: handle.trigger(), "triggered")
 
 
 @schedule_app.command("describe")
