@@ -345,11 +345,19 @@ def _lines(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [ln for ln in item.get("items", []) if isinstance(ln, dict)]
 
 
+def _status_code(
+    record: Mapping[str, Any], known: Mapping[str, Any], by_name: Mapping[str, str], *, default: str
+) -> str:
+    # The status letter (`orderStatus.id`); a record read without it names its status in words instead.
+    code = (record.get("orderStatus") or {}).get("id")
+    if code in known:
+        return str(code)
+    return by_name.get(str((record.get("status") or {}).get("refName", "")).lower(), default)
+
+
 def sales_order_from_record(record: Mapping[str, Any], currency: str) -> SalesOrder:
     """An expanded salesOrder record as the canonical sales order."""
-    code = (record.get("orderStatus") or {}).get("id")
-    if code not in _ORDER_STATUS:
-        code = _STATUS_NAMES.get(str((record.get("status") or {}).get("refName", "")).lower(), "A")
+    code = _status_code(record, _ORDER_STATUS, _STATUS_NAMES, default="A")
     lines = [
         SalesOrderLine(
             line_number=int(ln["line"]),
@@ -396,9 +404,7 @@ def invoice_from_record(record: Mapping[str, Any], currency: str) -> Invoice:
 
 def return_authorization_from_record(record: Mapping[str, Any], currency: str) -> ReturnAuthorization:
     """An expanded returnAuthorization record as the canonical return authorization."""
-    code = (record.get("orderStatus") or {}).get("id")
-    if code not in _RETURN_STATUS:
-        code = _RETURN_STATUS_NAMES.get(str((record.get("status") or {}).get("refName", "")).lower(), "B")
+    code = _status_code(record, _RETURN_STATUS, _RETURN_STATUS_NAMES, default="B")
     lines = [
         ReturnAuthorizationLine(
             line_number=int(ln["line"]),
