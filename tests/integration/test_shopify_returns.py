@@ -176,20 +176,22 @@ async def test_orderflows_refund_is_made_once_per_key_even_when_its_answer_is_lo
     settings: Settings, http: httpx.AsyncClient, sandbox: httpx.AsyncClient
 ) -> None:
     await listen(sandbox)
+    # Only the faulted call is impatient: a 0.3 s timeout on the setup calls fails on a loaded machine.
+    patient = ShopifyClient(http, settings.shopify)
     impatient = ShopifyClient(http, settings.shopify.model_copy(update={"timeout_seconds": 0.3}))
-    order_id = await shipped_order(impatient, [("TAPE-PKG-S", 2)], number="1Z-RET3")
-    line = (await impatient.get_order(order_id)).lines[0]
+    order_id = await shipped_order(patient, [("TAPE-PKG-S", 2)], number="1Z-RET3")
+    line = (await patient.get_order(order_id)).lines[0]
     amount = Money.of("15.83", "USD")  # 14.90 + 6.25% tax for one unit
     refund_line = RefundLine(line_id=line.line_id, sku=line.sku, quantity=1, amount=amount, restock=True)
     refund = Refund(order_key=f"order:shopify:{order_id}", total=amount, note="return 1", lines=[refund_line])
-    assert await impatient.find_refund(order_id, "return:shopify:1:refund") is None
+    assert await patient.find_refund(order_id, "return:shopify:1:refund") is None
 
     lost = {"system": "shopify", "kind": "timeout_after_commit", "operation": "refundCreate", "hold_seconds": 0.6}
     await sandbox.post("/sandbox/faults", json={**lost, "times": 1})
     with pytest.raises(TransientError):
         await impatient.refund(order_id, refund, idempotency_key="return:shopify:1:refund")
-    found = await impatient.find_refund(order_id, "return:shopify:1:refund")
-    made = await impatient.refund(order_id, refund, idempotency_key="return:shopify:1:refund")
+    found = await patient.find_refund(order_id, "return:shopify:1:refund")
+    made = await patient.refund(order_id, refund, idempotency_key="return:shopify:1:refund")
     assert found == made and made.amount == amount
 
     held = next(o for o in (await system_state(sandbox, "shopify"))["orders"] if str(o["id"]) == order_id)
