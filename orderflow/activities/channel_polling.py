@@ -110,9 +110,29 @@ class ChannelPollingActivities:
 
     @activity.defn(name=ACTIVITY_SIGNAL_CANCEL)
     async def signal_cancel(self, input: SignalCancelInput) -> SignalCancelResult:
-        """Signal `cancel` (the channel already knows) to the order's saga; none running is skipped."""
+        """Signal `cancel` to the order's saga; a buyer's request for an order never started starts it cancelled.
+
+        Amazon cancelled the order itself: the saga undoes its steps and tells Amazon nothing. The
+        buyer only asked: the order stays open on Amazon until the seller cancels it, so the saga
+        cancels it there (the acknowledgement feed), and an order first seen with the request is
+        started with the cancel in it rather than left open on Amazon for ever.
+        """
         key = order_key(input.channel, input.channel_order_id)
-        request = CancelRequest(reason=input.reason, source=CancelSource.CHANNEL, requested_by=POLLER)
+        source = CancelSource.BUYER if input.buyer_request else CancelSource.CHANNEL
+        request = CancelRequest(reason=input.reason, source=source, requested_by=POLLER)
         if await self.sagas.signal_order(key, SIGNAL_CANCEL, request):
             return SignalCancelResult(order_key=key, signalled=True)
-        return SignalCancelResult(order_key=key, signalled=False, reason="no saga running for this order")
+        if not input.buyer_request:
+            return SignalCancelResult(order_key=key, signalled=False, reason="no saga running for this order")
+        with translated_failures():
+            _require_amazon(input.channel)
+            try:
+                order = await self.amazon.get_order(input.channel_order_id)
+            except ValidationRejectedError as exc:
+                if exc.vendor_code != "AFN":
+                    raise
+                return SignalCancelResult(order_key=key, signalled=False, reason=exc.message)
+        outcome = await self.sagas.start_order(order, received_at_epoch_ms=int(time.time() * 1000), cancel=request)
+        if outcome is StartOutcome.DUPLICATE:
+            return SignalCancelResult(order_key=key, signalled=False, reason="the order's saga has already ended")
+        return SignalCancelResult(order_key=key, signalled=True, started=True)

@@ -102,6 +102,9 @@ class SignalCancelInput(CanonicalModel):
     channel: Channel
     channel_order_id: NonEmptyStr
     reason: NonEmptyStr
+    # A buyer's request leaves the order open on the channel until the seller cancels it there; a
+    # request for an order whose saga never started starts it, so the cancel reaches the channel.
+    buyer_request: bool = False
 
 
 class SignalCancelResult(CanonicalModel):
@@ -110,6 +113,7 @@ class SignalCancelResult(CanonicalModel):
     order_key: str
     signalled: bool
     reason: str | None = None
+    started: bool = Field(default=False, description="The saga was started with the cancel already in it")
 
 
 class SearchWindow(CanonicalModel):

@@ -100,6 +100,9 @@ class CancelSource(StrEnum):
     CHANNEL = "channel"
     OPERATOR = "operator"
     DEADLINE = "deadline"
+    # The buyer asked the channel, which leaves the decision to the seller (Amazon's buyer
+    # cancellation request): the order is still open there, so the saga cancels it there too.
+    BUYER = "buyer"
 
 
 # ---------------------------------------------------------------------------------------------

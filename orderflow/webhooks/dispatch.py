@@ -40,7 +40,7 @@ from orderflow.canonical.channel_refund import WORKFLOW_TYPE as CHANNEL_REFUND_W
 from orderflow.canonical.channel_refund import ChannelRefundInput
 from orderflow.canonical.return_saga import WORKFLOW_TYPE as RETURN_WORKFLOW_TYPE
 from orderflow.canonical.return_saga import ReturnToRefundInput
-from orderflow.canonical.saga import TASK_QUEUE, OrderToCashInput
+from orderflow.canonical.saga import SIGNAL_CANCEL, TASK_QUEUE, CancelRequest, OrderToCashInput
 from orderflow.settings import Settings
 from orderflow.temporal import (
     CHANNEL,
@@ -242,14 +242,22 @@ class TemporalGateway:
                 log.info("connected to Temporal at %s, namespace %s", self.address, self.namespace)
             return self._client
 
-    async def start_order(self, order: Order, *, received_at_epoch_ms: int) -> StartOutcome:
-        """Start the order's saga under its business key; a second start for the same order is a duplicate."""
+    async def start_order(
+        self, order: Order, *, received_at_epoch_ms: int, cancel: CancelRequest | None = None
+    ) -> StartOutcome:
+        """Start the order's saga under its business key; a second start for the same order is a duplicate.
+
+        With `cancel`, the saga starts with the cancel already delivered (signal-with-start): an
+        order first seen with its buyer's cancel request is cancelled on the channel, not left open.
+        A saga already running just gets the cancel.
+        """
         return await self.start_saga(
             WORKFLOW_TYPE,
             OrderToCashInput(order=order, received_at_epoch_ms=received_at_epoch_ms),
             key=order.key,
             search_attributes=initial_search_attributes(order),
             summary=f"{order.channel.value} order {order.order_number}",
+            start_signal=(SIGNAL_CANCEL, cancel) if cancel is not None else None,
         )
 
     async def start_return(self, input: ReturnToRefundInput) -> StartOutcome:
@@ -283,9 +291,17 @@ class TemporalGateway:
         key: str,
         search_attributes: TypedSearchAttributes,
         summary: str,
+        start_signal: tuple[str, CanonicalModel] | None = None,
     ) -> StartOutcome:
-        """Start a saga under its business key, once: a second start is a duplicate, never a second run."""
+        """Start a saga under its business key, once: a second start is a duplicate, never a second run.
+
+        With `start_signal`, a running saga is signalled instead (signal-with-start), and a new one
+        starts with the signal already in its history; a saga that has ended is still a duplicate.
+        """
         client = await self.client()
+        signal: dict[str, Any] = {}
+        if start_signal is not None:
+            signal = {"start_signal": start_signal[0], "start_signal_args": [start_signal[1]]}
         async with temporal_call(f"starting {key}"):
             try:
                 await client.start_workflow(
@@ -295,11 +311,15 @@ class TemporalGateway:
                     task_queue=self.task_queue,
                     # A redelivered webhook must never start a second saga, neither while the first
                     # runs (FAIL) nor after it ended (REJECT_DUPLICATE): one business key, one saga.
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    # Signal-with-start must reach a running saga, so it uses the existing one.
+                    id_conflict_policy=(
+                        WorkflowIDConflictPolicy.USE_EXISTING if signal else WorkflowIDConflictPolicy.FAIL
+                    ),
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     search_attributes=search_attributes,
                     static_summary=summary,
                     rpc_timeout=RPC_TIMEOUT,
+                    **signal,
                 )
             except WorkflowAlreadyStartedError:
                 return StartOutcome.DUPLICATE

@@ -201,11 +201,18 @@ class ChannelOrderPoller:
             )
             signalled: SignalCancelResult = await workflow.execute_activity(
                 ACTIVITY_SIGNAL_CANCEL,
-                SignalCancelInput(channel=input.channel, channel_order_id=order_id, reason=reason),
+                SignalCancelInput(
+                    channel=input.channel,
+                    channel_order_id=order_id,
+                    reason=reason,
+                    buyer_request=change.status is ChannelOrderStatus.CANCEL_REQUESTED,
+                ),
                 result_type=SignalCancelResult,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=POLL_RETRY,
             )
+            if signalled.started:
+                self.started.append(signalled.order_key)
             if signalled.signalled:
                 self.cancels.append(signalled.order_key)
             else:

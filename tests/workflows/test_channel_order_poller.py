@@ -528,12 +528,13 @@ class StandInOrderToCash:
         return self.received
 
 
-async def place_amazon_order(sandbox: Any, *, channel: str = "MFN") -> dict[str, Any]:
-    """A buyer's order on the sandbox Amazon, for one unit of a SKU with plenty of stock."""
+async def place_amazon_order(sandbox: Any, *, channel: str = "MFN", buyer_cancel_reason: str = "") -> dict[str, Any]:
+    """A buyer's order on the sandbox Amazon for one unit of a well-stocked SKU, maybe with a cancel request."""
     sku = next(item.sku for item in seed.CATALOG if sum(item.stock.values()) >= 20)
-    response = await sandbox.post(
-        "/amazon/sandbox/orders", json={"fulfillment_channel": channel, "lines": [{"sku": sku, "quantity": 1}]}
-    )
+    body: dict[str, Any] = {"fulfillment_channel": channel, "lines": [{"sku": sku, "quantity": 1}]}
+    if buyer_cancel_reason:
+        body["buyer_cancel_reason"] = buyer_cancel_reason
+    response = await sandbox.post("/amazon/sandbox/orders", json=body)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -564,8 +565,11 @@ async def poll_the_sandbox(client: Client, sandbox: Any, sandbox_url: str, http:
     polling = ChannelPollingActivities(amazon, client, task_queue=queue)
     merchant = await place_amazon_order(sandbox)
     by_amazon = await place_amazon_order(sandbox, channel="AFN")
+    # Cancelled by its buyer before the poller ever saw it: it must still be cancelled on Amazon.
+    regretted = await place_amazon_order(sandbox, buyer_cancel_reason="Ordered by mistake")
     placed = datetime.fromisoformat(merchant["createdTime"].replace("Z", "+00:00"))
     key = f"order:amazon:{merchant['orderId']}"
+    regretted_key = f"order:amazon:{regretted['orderId']}"
     # Polls end on a whole second before now: an order stamped this second is the next tick's.
     await asyncio.sleep(1.1)
     async with Worker(
@@ -578,7 +582,11 @@ async def poll_the_sandbox(client: Client, sandbox: Any, sandbox_url: str, http:
     ):
         try:
             first = await poll_on(client, queue, poll_input(placed - timedelta(minutes=1), search_lag=timedelta(0)))
-            assert first.started == [key]
+            assert sorted(first.started) == sorted([key, regretted_key])
+            # Started with the cancel already in it (signal-with-start), so its saga tells Amazon.
+            assert first.cancels_signalled == [regretted_key]
+            [early] = await client.get_workflow_handle(regretted_key).query(StandInOrderToCash.cancels)
+            assert early.source is CancelSource.BUYER
             assert [(s.channel_order_id, s.reason) for s in first.skipped] == [
                 (by_amazon["orderId"], "fulfilled by the marketplace")
             ]
@@ -592,10 +600,12 @@ async def poll_the_sandbox(client: Client, sandbox: Any, sandbox_url: str, http:
             second = await poll_on(client, queue, next_tick(first, search_lag=timedelta(0)))
             assert second.started == [] and second.cancels_signalled == [key]
             [request] = await client.get_workflow_handle(key).query(StandInOrderToCash.cancels)
-            assert request.source is CancelSource.CHANNEL and request.reason == "the buyer asked the channel to cancel"
+            # Only asked: the order is still open on Amazon, so the saga must cancel it there.
+            assert request.source is CancelSource.BUYER and request.reason == "the buyer asked the channel to cancel"
         finally:
-            with contextlib.suppress(RPCError):
-                await client.get_workflow_handle(key).terminate("test over")
+            for started in (key, regretted_key):
+                with contextlib.suppress(RPCError):
+                    await client.get_workflow_handle(started).terminate("test over")
 
 
 async def poll_on(client: Client, queue: str, input: PollChannelOrdersInput) -> PollResult:

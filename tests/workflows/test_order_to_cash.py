@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from orderflow.canonical import PaymentTerms
 from orderflow.canonical.saga import (
+    SIGNAL_CANCEL,
     CancelRequest,
     CancelSource,
     CreditApproval,
@@ -303,6 +304,31 @@ async def test_a_cancel_from_the_channel_is_not_sent_back_to_the_channel(time_sk
     assert result.status is OrderStatus.CANCELLED
     assert saga.systems.channel_cancellations == []
     assert saga.systems.compensations()[-1] == "release_allocation"
+
+
+async def test_a_buyer_request_signalled_at_start_cancels_on_the_channel_before_any_step(
+    time_skipping: WorkflowEnvironment,
+) -> None:
+    # Amazon's buyer asked to cancel before the poller first saw the order: the saga is started with
+    # the cancel in it (signal-with-start). Nothing was done, so the only undo is telling the channel,
+    # which still has the order open: a buyer's request is not the channel's cancellation.
+    systems = FakeSystems()
+    queue = f"o2c-{uuid.uuid4()}"
+    order = make_order()
+    request = CancelRequest(reason="the buyer asked the channel to cancel", source=CancelSource.BUYER)
+    async with Worker(time_skipping.client, task_queue=queue, workflows=[OrderToCash], activities=systems.activities()):
+        handle = await time_skipping.client.start_workflow(
+            OrderToCash.run,
+            OrderToCashInput(order=order),
+            id=f"{order.key}-{uuid.uuid4()}",
+            task_queue=queue,
+            start_signal=SIGNAL_CANCEL,
+            start_signal_args=[request],
+        )
+        result = await handle.result()
+    assert result.status is OrderStatus.CANCELLED
+    assert systems.calls == ["cancel_on_channel"]
+    assert [c.step for c in result.state.compensations_done] == ["cancel_on_channel"]
 
 
 async def test_cancel_after_shipment_is_refused_with_the_reason(time_skipping: WorkflowEnvironment) -> None:
