@@ -12,6 +12,8 @@ neither knows parks the order with the `orderflow xref set` command that fixes i
 
 from __future__ import annotations
 
+import hashlib
+import string
 from decimal import Decimal
 
 from temporalio import activity
@@ -71,6 +73,25 @@ def _unknown_skus(channel: Channel, skus: list[str], with_xref: bool) -> str:
     )
 
 
+# What NetSuite takes in an external id: letters, digits, '_' and '-', at most 255 characters.
+_ERP_EXTERNAL_ID_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
+_ERP_EXTERNAL_ID_MAX = 255
+
+
+def erp_customer_external_id(channel_identity: str) -> str:
+    """The customer's ERP external id from the channel's identity of them, in the characters NetSuite takes.
+
+    A buyer known only by email (a Shopify guest, an Amazon buyer's anonymised address) would be
+    refused as it is; the other characters become '-', and a digest of the whole identity is
+    appended so two buyers who differ only in those characters never share a customer record.
+    """
+    if all(c in _ERP_EXTERNAL_ID_CHARS for c in channel_identity) and 0 < len(channel_identity) <= _ERP_EXTERNAL_ID_MAX:
+        return channel_identity
+    digest = hashlib.sha256(channel_identity.encode()).hexdigest()[:12]
+    safe = "".join(c if c in _ERP_EXTERNAL_ID_CHARS else "-" for c in channel_identity)
+    return f"{safe[: _ERP_EXTERNAL_ID_MAX - len(digest) - 1]}-{digest}"
+
+
 class ErpActivities:
     """The saga's steps in the ERP, each safe to repeat."""
 
@@ -85,7 +106,7 @@ class ErpActivities:
         skus = sorted({line.sku for line in order.lines})
         with translated_failures():
             item_ids, weights = await self._items(order.channel, skus)
-            erp_customer_id, terms = await self._customer(order, input.customer_external_id)
+            erp_customer_id, terms = await self._customer(order, erp_customer_external_id(input.customer_external_id))
         return AcceptOrderResult(
             erp_customer_id=erp_customer_id, terms=terms, item_ids=item_ids, item_weights_oz=weights
         )

@@ -95,6 +95,31 @@ async def test_accept_creates_a_new_customer_once_under_its_external_id(
     assert customer["companyName"] == "Hooli Logistics" and customer["id"] == first.erp_customer_id
 
 
+async def test_a_buyer_known_only_by_email_gets_one_customer_under_an_id_netsuite_takes(
+    env: ActivityEnvironment, erp: ErpActivities, sandbox: httpx.AsyncClient
+) -> None:
+    # Amazon names its buyer by an anonymised address, and a Shopify guest by email: NetSuite refuses
+    # '@' and '.' in an external id, so the order would park at accept.
+    (sku,) = plentiful(1)
+    sale = order("6004", [(sku, 1)])
+    request = AcceptOrderInput(
+        order=sale, customer_external_id="amazon-customer-0dwbm0rp92l2x1y@marketplace.amazon.com"
+    )
+    other = AcceptOrderInput(order=sale, customer_external_id="amazon-customer-0dwbm0rp92l2x1y@marketplace-amazon.com")
+
+    first = await env.run(erp.accept_order, request)
+    again = await env.run(erp.accept_order, request)
+    different = await env.run(erp.accept_order, other)
+
+    assert again.erp_customer_id == first.erp_customer_id != different.erp_customer_id
+    created = [
+        c for c in (await state(sandbox, "netsuite"))["records"]["customer"]
+        if str(c.get("externalId", "")).startswith("amazon-customer-0dwbm0rp92l2x1y")
+    ]  # fmt: skip
+    assert len(created) == 2
+    assert all(set(c["externalId"]) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") for c in created)
+
+
 async def test_unknown_skus_are_a_permanent_failure_naming_them(
     env: ActivityEnvironment, erp: ErpActivities, sandbox: httpx.AsyncClient
 ) -> None:
