@@ -34,6 +34,7 @@ from orderflow.canonical import Channel
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.settings import Settings, database_url
 from orderflow.store.db import Database
+from orderflow.store.feed_ledger import AmazonFeedLedger
 from orderflow.store.xref import CrossReferences
 from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
 from orderflow.workflows.amazon_orders import ChannelOrderPoller, ChannelOrderResync
@@ -75,7 +76,9 @@ def activities_for(
     erp = ErpActivities(netsuite, xref=CrossReferences(database) if database is not None else None)
     warehouse = WarehouseActivities(wms)
     labels = CarrierActivities(carrier, wms)
-    amazon = amazon if amazon is not None else AmazonClient(http, settings.amazon)
+    if amazon is None:
+        ledger = AmazonFeedLedger(database) if database is not None else None
+        amazon = AmazonClient(http, settings.amazon, ledger=ledger)
     channels = ChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
     bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
     returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
@@ -150,13 +153,15 @@ def build_worker(
 
     Without a database, the one in settings is used (its connections close with the process).
     """
-    amazon = AmazonClient(http, settings.amazon)
+    database = database or Database(database_url(settings))
+    # Feeds carry no idempotency key: every worker finds the feeds sent under a key in one table.
+    amazon = AmazonClient(http, settings.amazon, ledger=AmazonFeedLedger(database))
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync],
         activities=[
-            *activities_for(settings, http, database=database or Database(database_url(settings)), amazon=amazon),
+            *activities_for(settings, http, database=database, amazon=amazon),
             # The Amazon order poller starts and signals sagas, so it needs this worker's Temporal client.
             *poller_activities(client, settings, http, task_queue=task_queue, amazon=amazon),
         ],

@@ -17,7 +17,7 @@
 - Shipments: v0 `confirmShipment`, one package per canonical shipment, partial shipments allowed.
   The package reference is derived from the shipment id, so a repeat edits the same package.
 - Cancel and refund go through the Feeds API (XML `POST_ORDER_ACKNOWLEDGEMENT_DATA`,
-  `POST_PAYMENT_ADJUSTMENT_DATA`). Feeds have no idempotency key: see `FeedLedger`.
+  `POST_PAYMENT_ADJUSTMENT_DATA`). Feeds have no idempotency key: see `FeedLedger` and `AmazonClient.find_feed`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict
 from orderflow.adapters.errors import (
     AdapterError,
     AuthenticationError,
+    ConflictError,
     NotFoundError,
     RateLimitedError,
     TransientError,
@@ -99,6 +100,8 @@ ADJUSTMENT_FEED = "POST_PAYMENT_ADJUSTMENT_DATA"
 FEED_CONTENT_TYPE = "text/xml; charset=UTF-8"
 # How often a refund polls its feed while it may wait inside the call (getFeed allows 2 rps).
 FEED_POLL_SECONDS = 0.5
+# How long a write to the feed ledger may take (SQLite's busy timeout is 15 s under write storms).
+LEDGER_WRITE_SECONDS = 15.0
 FEED_FINAL_STATUSES = frozenset({"DONE", "CANCELLED", "FATAL"})
 
 # Amazon's carrier codes for confirmShipment; anything else is sent as `Other` with its name.
@@ -268,11 +271,80 @@ class AccessToken:
     refresh_at: float
 
 
-@dataclass
-class FeedLedger:
-    """Feeds submitted by this process, by idempotency key (see `AmazonClient.find_feed`)."""
+# ---------------------------------------------------------------------- the feed ledger
 
-    feeds: dict[str, str] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """A feed submitted (or being submitted) under an idempotency key: its document, then Amazon's feed id."""
+
+    key: str
+    feed_type: str
+    amazon_order_id: str
+    document_id: str
+    # When the attempt recorded its document, just before createFeed: how long it has been in doubt.
+    recorded_at: datetime
+    feed_id: str | None = None
+
+
+class FeedLedger(Protocol):
+    """Feed submissions by idempotency key, so a repeat finds its feed instead of sending another."""
+
+    async def find(self, key: str) -> FeedEntry | None:
+        """The submission under this key, if any."""
+        ...
+
+    async def claim(self, entry: FeedEntry) -> FeedEntry:
+        """Record a document about to be submitted unless the key has one; the entry that stands (ours or the first)."""
+        ...
+
+    async def record(self, key: str, *, document_id: str, feed_id: str) -> None:
+        """Amazon accepted this key's document as `feed_id`."""
+        ...
+
+    async def release(self, key: str, *, document_id: str) -> None:
+        """Amazon refused this key's document, so nothing was submitted: the key is free for a new attempt."""
+        ...
+
+
+class InMemoryFeedLedger:
+    """Feed submissions of this process only (tests, the CLI); the worker uses store/feed_ledger.py's."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, FeedEntry] = {}
+
+    async def find(self, key: str) -> FeedEntry | None:
+        """The submission under this key, if this process made it."""
+        return self.entries.get(key)
+
+    async def claim(self, entry: FeedEntry) -> FeedEntry:
+        """Record a document about to be submitted unless the key has one; the entry that stands."""
+        return self.entries.setdefault(entry.key, entry)
+
+    async def record(self, key: str, *, document_id: str, feed_id: str) -> None:
+        """Amazon accepted this key's document as `feed_id`."""
+        entry = self.entries.get(key)
+        if entry is not None and entry.document_id == document_id and entry.feed_id is None:
+            self.entries[key] = replace(entry, feed_id=feed_id)
+
+    async def release(self, key: str, *, document_id: str) -> None:
+        """Amazon refused this key's document: the key is free for a new attempt."""
+        entry = self.entries.get(key)
+        if entry is not None and entry.document_id == document_id and entry.feed_id is None:
+            del self.entries[key]
+
+
+def create_feed_never_landed(error: AdapterError) -> bool:
+    """Whether a failed createFeed certainly created nothing, so its key may be submitted again.
+
+    An answer below 500 is Amazon refusing (or throttling) the call; a refusal by our own bucket or
+    a connection never made means nothing was sent. A timeout, a reset or a 5xx may have landed.
+    """
+    if error.status_code is not None:
+        return error.status_code < 500
+    if isinstance(error, RateLimitedError):
+        return True
+    return isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 # ---------------------------------------------------------------------- the client
@@ -295,7 +367,7 @@ class AmazonClient:
         self._limits = RateLimiter(clock=clock)
         self._token: AccessToken | None = None
         self._token_lock = asyncio.Lock()
-        self._ledger = ledger if ledger is not None else FeedLedger()
+        self._ledger: FeedLedger = ledger if ledger is not None else InMemoryFeedLedger()
 
     @property
     def rate_limits(self) -> RateLimiter:
@@ -376,7 +448,9 @@ class AmazonClient:
 
     async def cancel_order(self, amazon_order_id: str, *, reason: str, idempotency_key: str) -> str:
         """Cancel the order's unshipped items through the acknowledgement feed; returns the feed id."""
-        existing = self.find_feed(idempotency_key)
+        # A second acknowledgement of a cancelled order changes nothing, so a submission left in
+        # doubt is sent again rather than parking the saga's undo for an operator.
+        existing = await self.find_feed(idempotency_key, repeat_if_unknown=True)
         if existing is not None:
             return existing
         payload = await self._order_payload(amazon_order_id)
@@ -389,9 +463,10 @@ class AmazonClient:
         """Refund through the payment adjustment feed, once per key; succeeds when the processing report is clean.
 
         A feed still processing is a `TransientError`: Temporal retries, and the retry finds the same
-        feed by its key and checks its report again instead of submitting another.
+        feed by its key and checks its report again instead of submitting another. A submission whose
+        createFeed answer was lost is never sent again: that would refund the buyer twice (`find_feed`).
         """
-        feed_id = self.find_feed(idempotency_key)
+        feed_id = await self.find_feed(idempotency_key)
         if feed_id is None:
             payload = await self._order_payload(amazon_order_id)
             document = adjustment_feed(payload, refund, seller_id=self._settings.seller_id, key=idempotency_key)
@@ -413,15 +488,53 @@ class AmazonClient:
             )
         return ChannelRefundRef(channel_refund_id=feed_id, amount=refund.total)
 
-    def find_feed(self, idempotency_key: str) -> str | None:
-        """The feed already submitted under this key, if this adapter's ledger knows it.
+    async def find_feed(self, idempotency_key: str, *, repeat_if_unknown: bool = False) -> str | None:
+        """The feed already submitted under this key; None when none was (or one in doubt may be repeated).
 
-        Amazon's feeds carry no idempotency key and `getFeeds` does not return a feed's input,
-        so the only place the key-to-feed link can live is with us: the ledger (one per worker
-        process by default, shareable across clients). A durable ledger (a store table) makes it
-        survive a worker restart; see docs/adapters/amazon-adapter.md.
+        Amazon's feeds carry no idempotency key and `getFeed(s)` never returns a feed's input, so
+        the key-to-feed link lives with us, in the ledger: the database's in the worker, shared by
+        every worker and surviving restarts (store/feed_ledger.py); in-memory for tests and the CLI.
+
+        The feed document is recorded before createFeed and the feed id when it answers, so an
+        entry without a feed id is a submission in doubt. While it is younger than an attempt can
+        take to send createFeed and record its answer, another attempt is still at work: this one
+        is retried (`TransientError`). Older, its attempt died or lost createFeed's answer, and
+        Amazon cannot tell which (nothing links a feed to its document). A repeatable feed is then
+        sent again; any other (a refund) is a `ConflictError` that parks the saga, because a second
+        payment adjustment refunds the buyer twice. An operator checks Seller Central's feed
+        history and settles the entry (its feed id, or released to submit again).
         """
-        return self._ledger.feeds.get(idempotency_key)
+        entry = await self._ledger.find(idempotency_key)
+        if entry is None or entry.feed_id is not None:
+            return None if entry is None else entry.feed_id
+        in_doubt = datetime.now(UTC) - entry.recorded_at
+        if in_doubt < self.submission_window:
+            raise TransientError(
+                f"{entry.feed_type} for {idempotency_key} is being submitted by another attempt "
+                f"(document {entry.document_id}, {in_doubt.total_seconds():.0f}s ago)",
+                system=SYSTEM,
+                vendor_code="FeedSubmissionInFlight",
+                details={"document_id": entry.document_id},
+            )
+        if repeat_if_unknown:
+            await self._ledger.release(idempotency_key, document_id=entry.document_id)
+            return None
+        raise ConflictError(
+            f"{entry.feed_type} for {idempotency_key} (Amazon order {entry.amazon_order_id}) may have been "
+            f"submitted at {iso(entry.recorded_at)} but Amazon's answer was lost (document {entry.document_id}); "
+            "check Seller Central's feed upload history before submitting it again",
+            system=SYSTEM,
+            vendor_code="FeedSubmissionUnknown",
+            details={"document_id": entry.document_id, "recorded_at": iso(entry.recorded_at)},
+        )
+
+    @property
+    def submission_window(self) -> timedelta:
+        """How long a live attempt may take from recording its feed document to recording createFeed's answer."""
+        s = self._settings
+        # Each try of createFeed may wait its bucket, exchange a token and wait for the answer.
+        per_try = s.max_throttle_wait_seconds + 2 * s.timeout_seconds
+        return timedelta(seconds=(MAX_THROTTLE_WAITS + 1) * per_try + LEDGER_WRITE_SECONDS)
 
     async def get_feed(self, feed_id: str) -> FeedStatus:
         """The feed's processing status and, once done, its processing report's summary."""
@@ -460,8 +573,35 @@ class AmazonClient:
             "marketplaceIds": [marketplace],
             "inputFeedDocumentId": created["feedDocumentId"],
         }
-        feed_id = str((await self._call("createFeed", "POST", f"{FEEDS_PATH}/feeds", json=body)).json()["feedId"])
-        self._ledger.feeds[key] = feed_id
+        document_id = str(created["feedDocumentId"])
+        claimed = FeedEntry(
+            key=key,
+            feed_type=feed_type,
+            amazon_order_id=str(payload.get("orderId") or ""),
+            document_id=document_id,
+            recorded_at=datetime.now(UTC),
+        )
+        # Recorded before createFeed: a crash or a lost answer from here on leaves the entry in doubt,
+        # never absent, so no later attempt takes silence for "never submitted".
+        standing = await self._ledger.claim(claimed)
+        if standing.document_id != document_id:
+            # Another attempt recorded its document first (the uploaded one here is left unused).
+            if standing.feed_id is not None:
+                return standing.feed_id
+            raise TransientError(
+                f"{feed_type} for {key} is being submitted by another attempt (document {standing.document_id})",
+                system=SYSTEM,
+                vendor_code="FeedSubmissionInFlight",
+                details={"document_id": standing.document_id},
+            )
+        try:
+            answer = await self._call("createFeed", "POST", f"{FEEDS_PATH}/feeds", json=body)
+        except AdapterError as error:
+            if create_feed_never_landed(error):
+                await self._ledger.release(key, document_id=document_id)
+            raise
+        feed_id = str(answer.json()["feedId"])
+        await self._ledger.record(key, document_id=document_id, feed_id=feed_id)
         return feed_id
 
     async def _await_feed(self, feed_id: str) -> FeedStatus:

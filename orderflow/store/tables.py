@@ -5,7 +5,12 @@ from __future__ import annotations
 import importlib
 
 # One module per slice of the store; each defines its own tables.
-TABLE_MODULES = ("orderflow.store.inbox", "orderflow.store.order_view", "orderflow.store.xref")
+TABLE_MODULES = (
+    "orderflow.store.inbox",
+    "orderflow.store.order_view",
+    "orderflow.store.xref",
+    "orderflow.store.feed_ledger",
+)
 
 
 def load_all_tables() -> None:
