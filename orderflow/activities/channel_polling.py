@@ -88,6 +88,7 @@ class ChannelPollingActivities:
                 updated_before=input.updated_before,
                 marketplace_id=input.account_id,
                 page_token=input.page,
+                page_size=input.page_size,
             )
         return ChannelOrderChangePage(changes=[change_of(s) for s in page.orders], next_page=page.next_token)
 

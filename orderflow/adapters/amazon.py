@@ -383,12 +383,13 @@ class AmazonClient:
         updated_before: datetime | None = None,
         marketplace_id: str,
         page_token: str | None = None,
+        page_size: int = 100,
     ) -> OrderPage:
         """One page of orders updated in a window (`updated_before` at least 2 minutes ago, per Amazon)."""
         params: dict[str, Any] = {
             "lastUpdatedAfter": iso(updated_after),
             "marketplaceIds": marketplace_id,
-            "maxResultsPerPage": 100,
+            "maxResultsPerPage": page_size,
             "includedData": ",".join(SEARCH_DATASETS),
         }
         if updated_before is not None:
