@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +33,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from orderflow.canonical.channel_polling import poller_schedule_id
+from orderflow.canonical.order import Channel
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.settings import STATE_DIR, get_settings
 from orderflow.store.db import upgrade
@@ -48,6 +51,10 @@ _SECOND_WAVE: tuple[ServiceName, ...] = ("webhooks", "worker")
 
 # A worker finishes its in-flight activities before it exits (orderflow.temporal.GRACEFUL_SHUTDOWN, 10 s).
 DEFAULT_STOP_GRACE_SECONDS = 15.0
+# The Amazon poller's schedule in the local stack: Amazon's own pace (a poll every 2 minutes), with
+# the look-back overlap the CLI's `amazon schedule create` uses.
+DEFAULT_AMAZON_POLL_EVERY = timedelta(minutes=2)
+AMAZON_POLL_OVERLAP = timedelta(minutes=10)
 DEFAULT_START_TIMEOUT_SECONDS = 60.0
 # A worker long-polls for up to ~70 s, so a live idle worker's last poll can be that old; a poller
 # seen more recently than this counts as a running worker (one that died a moment ago does too).
@@ -155,6 +162,7 @@ class DevStack:
         start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
         stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
         env: Mapping[str, str] | None = None,
+        amazon_poll_every: timedelta | None = DEFAULT_AMAZON_POLL_EVERY,
     ) -> None:
         self.host = host
         self.ports = ports or StackPorts()
@@ -167,7 +175,10 @@ class DevStack:
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._extra_env = dict(env or {})
+        self.amazon_poll_every = amazon_poll_every
         self.services: dict[ServiceName, RunningService] = {}
+        # The Amazon poller's schedules, by id: True if this stack created it, False if it was there.
+        self.schedules: dict[str, bool] = {}
         self._client: Client | None = None
 
     # ---- where everything is -----------------------------------------------------------------
@@ -250,6 +261,8 @@ class DevStack:
                     # idempotent, so the stack does it rather than asking for a separate step.
                     await asyncio.to_thread(upgrade, self.database_url)
                 await asyncio.gather(*(self._start_one(name) for name in todo))
+            if {"temporal", "worker"} <= set(self.services) and self.amazon_poll_every is not None:
+                await self._ensure_amazon_schedules()
         except BaseException:
             await self.stop()
             raise
@@ -382,6 +395,8 @@ class DevStack:
             "ORDERFLOW_NETSUITE__BASE_URL": f"{sandbox}/netsuite",
             "ORDERFLOW_WMS__BASE_URL": f"{sandbox}/wms",
             "ORDERFLOW_CARRIER__BASE_URL": f"{sandbox}/carrier",
+            "ORDERFLOW_AMAZON__BASE_URL": f"{sandbox}/amazon",
+            "ORDERFLOW_AMAZON__LWA_URL": f"{sandbox}/amazon/auth/o2/token",
             # The sandbox generates the NetSuite M2M key pair here and the worker signs with it.
             "ORDERFLOW_NETSUITE__PRIVATE_KEY_FILE": str(self.state_dir / "sandbox" / "netsuite-m2m-key.pem"),
             "ORDERFLOW_STATE_DIR": str(self.state_dir),
@@ -460,6 +475,30 @@ class DevStack:
             ListSearchAttributesRequest(namespace=self.namespace)
         )
         return set(response.custom_attributes)
+
+    async def _ensure_amazon_schedules(self) -> None:
+        """The Amazon order poller's schedule per marketplace, on this stack's task queue, unless it exists.
+
+        Amazon has no order webhooks, so without its schedule the stack would never see an Amazon
+        order. The sandbox needs no 2-minute search lag, so its orders show up at the next poll.
+        """
+        from orderflow.cli.amazon import SANDBOX_SEARCH_LAG, ensure_schedule, poller_schedule
+
+        client = await self._temporal_client(wait_seconds=5.0)
+        if client is None:
+            raise DevStackError(f"Temporal at {self.temporal_address} stopped answering")
+        assert self.amazon_poll_every is not None
+        for marketplace in get_settings().amazon.marketplace_ids:
+            schedule_id = poller_schedule_id(Channel.AMAZON, marketplace)
+            schedule = poller_schedule(
+                marketplace,
+                every=self.amazon_poll_every,
+                overlap=AMAZON_POLL_OVERLAP,
+                task_queue=self.task_queue,
+                paused=False,
+                search_lag=SANDBOX_SEARCH_LAG,
+            )
+            self.schedules[schedule_id] = await ensure_schedule(client, schedule_id, schedule)
 
     async def _ensure_search_attributes(self) -> None:
         """A reused server may predate an attribute; register what is missing so sagas can upsert it."""

@@ -65,6 +65,11 @@ MarketplaceOption = Annotated[
     typer.Option("--marketplace", help="Marketplace id; repeat for several. Default: those in the settings."),
 ]
 NoteOption = Annotated[str, typer.Option("--note", help="Why; shown with the schedule.")]
+# Amazon wants a search to end at least 2 minutes before now; the sandbox has no such rule, so the
+# local stack's searches end at the last whole second and its orders show up at the next poll
+# (one stamped later in that second is found by the next poll's look-back overlap).
+AMAZON_SEARCH_LAG = timedelta(minutes=2)
+SANDBOX_SEARCH_LAG = timedelta(0)
 
 
 def _marketplaces(given: list[str] | None) -> list[str]:
@@ -78,11 +83,20 @@ def _schedule_failure(exc: RPCError, schedule_id: str, address: str) -> NoReturn
 
 
 def poller_schedule(
-    marketplace: str, *, every: timedelta, overlap: timedelta, task_queue: str, paused: bool
+    marketplace: str,
+    *,
+    every: timedelta,
+    overlap: timedelta,
+    task_queue: str,
+    paused: bool,
+    search_lag: timedelta = AMAZON_SEARCH_LAG,
+    schedule_id: str | None = None,
 ) -> Schedule:
     """The schedule that polls one marketplace every `every`, skipping ticks while a poll still runs."""
-    schedule_id = poller_schedule_id(Channel.AMAZON, marketplace)
-    start = PollChannelOrdersInput(channel=Channel.AMAZON, account_id=marketplace, overlap=overlap)
+    schedule_id = schedule_id or poller_schedule_id(Channel.AMAZON, marketplace)
+    start = PollChannelOrdersInput(
+        channel=Channel.AMAZON, account_id=marketplace, overlap=overlap, search_lag=search_lag
+    )
     return Schedule(
         # Each run's id is the schedule id plus its tick time; its result is the next run's cursor.
         action=ScheduleActionStartWorkflow(WORKFLOW_TYPE, start, id=schedule_id, task_queue=task_queue),
@@ -98,46 +112,47 @@ def create(
     every: Annotated[float, typer.Option("--every", min=0.5, help="Minutes between polls.")] = 2.0,
     overlap: Annotated[float, typer.Option("--overlap", min=0, help="Look-back overlap, minutes.")] = 10.0,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    search_lag: Annotated[
+        float,
+        typer.Option("--search-lag", min=0, help="Seconds before now a search must end (Amazon: 120; the sandbox: 0)."),
+    ] = AMAZON_SEARCH_LAG.total_seconds(),
     task_queue: TaskQueueOption = TASK_QUEUE,
     address: AddressOption = DEFAULT_ADDRESS,
     namespace: NamespaceOption = DEFAULT_NAMESPACE,
 ) -> None:
     """Create the poller's schedule for each marketplace; one that exists already is left as it is."""
-    asyncio.run(
-        _create(
-            _marketplaces(marketplace),
-            every=timedelta(minutes=every),
-            overlap=timedelta(minutes=overlap),
-            paused=paused,
-            task_queue=task_queue,
-            address=address,
-            namespace=namespace,
-        )
-    )
+
+    async def run() -> None:
+        client = await connect_or_exit(address, namespace)
+        for account in _marketplaces(marketplace):
+            schedule_id = poller_schedule_id(Channel.AMAZON, account)
+            schedule = poller_schedule(
+                account,
+                every=timedelta(minutes=every),
+                overlap=timedelta(minutes=overlap),
+                task_queue=task_queue,
+                paused=paused,
+                search_lag=timedelta(seconds=search_lag),
+            )
+            try:
+                created = await ensure_schedule(client, schedule_id, schedule)
+            except RPCError as exc:
+                _schedule_failure(exc, schedule_id, address)
+            if created:
+                typer.echo(f"{schedule_id}: created, every {every:g} min, {'paused' if paused else 'running'}")
+            else:
+                typer.echo(f"{schedule_id}: already exists, left as it is")
+
+    asyncio.run(run())
 
 
-async def _create(
-    marketplaces: list[str],
-    *,
-    every: timedelta,
-    overlap: timedelta,
-    paused: bool,
-    task_queue: str,
-    address: str,
-    namespace: str,
-) -> None:
-    client = await connect_or_exit(address, namespace)
-    for marketplace in marketplaces:
-        schedule_id = poller_schedule_id(Channel.AMAZON, marketplace)
-        schedule = poller_schedule(marketplace, every=every, overlap=overlap, task_queue=task_queue, paused=paused)
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-            typer.echo(f"{schedule_id}: already exists, left as it is")
-            continue
-        except RPCError as exc:
-            _schedule_failure(exc, schedule_id, address)
-        typer.echo(f"{schedule_id}: created, every {every}, {'paused' if paused else 'running'}")
+async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule) -> bool:
+    """Create the schedule unless it exists (then it is left as it is); True when it was created."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        return False
+    return True
 
 
 async def _each_schedule(

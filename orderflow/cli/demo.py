@@ -1,9 +1,13 @@
-"""`orderflow demo`: the sandbox Shopify sends N orders through the webhooks, and the sagas take them to the end.
+"""`orderflow demo`: N orders from Shopify (through the webhooks) and Amazon (through the order
+poller), taken by the sagas to the end.
 
 The mix is what a distributor's day looks like: mostly prepaid D2C orders, some B2B orders on
 terms (one or two of them for a customer the ERP holds for credit, which the demo then approves as
-an operator would), and a few orders the buyer cancels on Shopify before they ship. Every order
-has an expected end, COMPLETED or CANCELLED; the demo exits 0 only if each one got there.
+an operator would), and a few orders the buyer cancels on Shopify before they ship. A third of the
+orders (`--channel mixed`, the default; all of them with `--channel amazon`) are Amazon
+merchant-fulfilled orders, which the poller's schedule finds; a few of those the buyer asks Amazon
+to cancel, once before the poller has seen the order and otherwise after stock is reserved. Every
+order has an expected end, COMPLETED or CANCELLED; the demo exits 0 only if each one got there.
 
 `run_demo` is the whole demo against a running stack (a Temporal client, the sandbox, the webhook
 service and a worker); the command around it starts what is not running and stops what it started.
@@ -20,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -40,9 +44,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from orderflow.adapters.errors import AdapterError
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.canonical import Channel
+from orderflow.canonical.channel_polling import poller_schedule_id
 from orderflow.canonical.order import order_key
 from orderflow.canonical.saga import (
     QUERY_STATUS,
+    TASK_QUEUE,
     UPDATE_APPROVE_CREDIT,
     ActionOutcome,
     CreditApproval,
@@ -53,12 +59,13 @@ from orderflow.canonical.saga import (
     order_reference,
 )
 from orderflow.cli.connection import fail
+from orderflow.cli.demo_amazon import AmazonPolls, ask_to_cancel, check_amazon, place_amazon_order, stop_polling
 from orderflow.cli.demo_returns import ReturnsReport, returns_table, run_returns
 from orderflow.cli.demo_sandbox import DemoError
 from orderflow.cli.demo_sandbox import control as _control
 from orderflow.devstack import DevStack, DevStackError, PortInUseError, StackPorts
 from orderflow.sandbox.seed import CATALOG, CUSTOMERS, WAREHOUSES, CatalogItem, SeedCustomer
-from orderflow.settings import STATE_DIR, ShopifySettings
+from orderflow.settings import SANDBOX_AMAZON_MARKETPLACE_ID, STATE_DIR, ShopifySettings
 from orderflow.temporal import DEFAULT_NAMESPACE, connect
 
 DEMO_OPERATOR = "orderflow-demo"
@@ -81,6 +88,11 @@ SHIPPED_OR_LATER = frozenset(
     {OrderStatus.PARTIALLY_SHIPPED, OrderStatus.SHIPPED, OrderStatus.FULFILLED, OrderStatus.COMPLETED}
 )
 POLL_SECONDS = 0.2
+# Two getOrder calls per order at Amazon's 0.5/s, once the burst is spent.
+AMAZON_START_SECONDS_PER_ORDER = 4.0
+# An Amazon order not yet seen asks for another poll this often.
+REPOLL_SECONDS = 5.0
+TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED})
 
 ORDER_CREATE = """mutation DemoOrderCreate($order: OrderCreateOrderInput!) {
   orderCreate(order: $order) { order { legacyResourceId name } userErrors { field message code } }
@@ -94,6 +106,9 @@ class OrderKind(StrEnum):
     B2B = "B2B on terms"
     CREDIT_HOLD = "B2B credit hold, approved"
     CHANNEL_CANCEL = "cancelled on Shopify"
+    AMAZON = "Amazon merchant-fulfilled"
+    AMAZON_BUYER_CANCEL = "Amazon buyer cancelled"
+    AMAZON_CANCEL_BEFORE_POLL = "Amazon buyer cancelled before the poll"
 
 
 EXPECTED_END: dict[OrderKind, OrderStatus] = {
@@ -101,7 +116,19 @@ EXPECTED_END: dict[OrderKind, OrderStatus] = {
     OrderKind.B2B: OrderStatus.COMPLETED,
     OrderKind.CREDIT_HOLD: OrderStatus.COMPLETED,
     OrderKind.CHANNEL_CANCEL: OrderStatus.CANCELLED,
+    OrderKind.AMAZON: OrderStatus.COMPLETED,
+    OrderKind.AMAZON_BUYER_CANCEL: OrderStatus.CANCELLED,
+    OrderKind.AMAZON_CANCEL_BEFORE_POLL: OrderStatus.CANCELLED,
 }
+AMAZON_KINDS = frozenset({OrderKind.AMAZON, OrderKind.AMAZON_BUYER_CANCEL, OrderKind.AMAZON_CANCEL_BEFORE_POLL})
+
+
+class DemoChannel(StrEnum):
+    """Where the demo's orders come from."""
+
+    SHOPIFY = "shopify"
+    AMAZON = "amazon"
+    MIXED = "mixed"
 
 
 @dataclass(frozen=True)
@@ -109,7 +136,8 @@ class PlannedOrder:
     """One order the sandbox Shopify will place: who buys what, and how it should end."""
 
     kind: OrderKind
-    customer: SeedCustomer
+    # None on Amazon: the marketplace invents its buyer, and orderflow learns it from the order.
+    customer: SeedCustomer | None
     lines: tuple[tuple[CatalogItem, int], ...]
 
     @property
@@ -118,9 +146,14 @@ class PlannedOrder:
         return EXPECTED_END[self.kind]
 
     @property
+    def channel(self) -> Channel:
+        """The channel the buyer orders on."""
+        return Channel.AMAZON if self.kind in AMAZON_KINDS else Channel.SHOPIFY
+
+    @property
     def b2b(self) -> bool:
         """A terms customer's order: no tax, freight shipping, paid later on invoice."""
-        return self.customer.terms == "terms"
+        return self.customer is not None and self.customer.terms == "terms"
 
 
 @dataclass
@@ -164,6 +197,9 @@ class DemoReport:
     ledger: LedgerCheck | None = None
     faults_fired: dict[str, int] = field(default_factory=dict)
     returns: ReturnsReport | None = None
+    # What the sandbox Amazon disagrees with (None: no Amazon orders), and how many polls the demo asked for.
+    amazon_problems: list[str] | None = None
+    amazon_polls: int = 0
 
     @property
     def failures(self) -> list[OrderOutcome]:
@@ -172,9 +208,10 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        """Every order at its expected end, the ledger clean, and the returns refunded and reconciled."""
+        """Every order at its expected end, the ledger clean, Amazon agreeing, and the returns reconciled."""
         ledger_ok = self.ledger is None or self.ledger.ok
-        return not self.failures and ledger_ok and (self.returns is None or self.returns.ok)
+        returns_ok = self.returns is None or self.returns.ok
+        return not self.failures and ledger_ok and returns_ok and not self.amazon_problems
 
 
 class DemoProgress:
@@ -212,15 +249,46 @@ def free_stock(wms_state: dict[str, Any], location_id: int = HOME_WAREHOUSE) -> 
     }
 
 
-def plan_orders(count: int, stock: dict[str, int], *, seed: int = 20) -> list[PlannedOrder]:
-    """The demo's mix for `count` orders, drawn only from SKUs with stock to spare.
+def amazon_share(count: int, channel: DemoChannel) -> int:
+    """How many of `count` orders come from Amazon: none, all, or a third (at least one) when mixed."""
+    if channel is DemoChannel.SHOPIFY:
+        return 0
+    if channel is DemoChannel.AMAZON:
+        return count
+    return max(1, count // 3) if count >= 2 else 0
 
-    About one order in ten is held for credit (GLOBEX is near its limit, INITECH is on hold), one in
-    ten is a B2B order that passes, about one in seven is cancelled on Shopify, the rest are D2C.
+
+def plan_orders(
+    count: int, stock: dict[str, int], *, seed: int = 20, channel: DemoChannel = DemoChannel.SHOPIFY
+) -> list[PlannedOrder]:
+    """The demo's mix for `count` orders from the chosen channels, drawn only from SKUs with stock to spare.
+
+    On Shopify, about one order in ten is held for credit (GLOBEX is near its limit, INITECH is on
+    hold), one in ten is a B2B order that passes, about one in seven is cancelled on Shopify, the
+    rest are D2C. On Amazon, about one in seven is cancelled by its buyer after stock is reserved,
+    and (from five orders) one buyer asks to cancel before the poller has seen the order.
     """
     if count < 1:
         raise ValueError("the demo needs at least one order")
+    amazon = amazon_share(count, channel)
     rng = random.Random(seed)
+    left = dict(stock)
+    planned = _plan_shopify(count - amazon, left, rng) if count > amazon else []
+    return planned + _plan_amazon(amazon, left, rng)
+
+
+def _plan_amazon(count: int, left: dict[str, int], rng: random.Random) -> list[PlannedOrder]:
+    before_poll = 1 if count >= 5 else 0
+    after_allocation = max(1, round(count * 0.15)) if count >= 3 else 0
+    kinds = [OrderKind.AMAZON_CANCEL_BEFORE_POLL] * before_poll + [OrderKind.AMAZON_BUYER_CANCEL] * after_allocation
+    kinds += [OrderKind.AMAZON] * (count - len(kinds))
+    return [
+        PlannedOrder(kind=kind, customer=None, lines=_pick_lines(rng, left, lines=rng.randint(1, 3), quantity=(1, 3)))
+        for kind in kinds
+    ]
+
+
+def _plan_shopify(count: int, left: dict[str, int], rng: random.Random) -> list[PlannedOrder]:
     holds = max(1, count // 10) if count >= 2 else 0
     cancels = max(1, round(count * 0.15)) if count >= 3 else 0
     b2b = count // 10 if count >= 5 else 0
@@ -237,7 +305,6 @@ def plan_orders(count: int, stock: dict[str, int], *, seed: int = 20) -> list[Pl
     held = [by_entity["GLOBEX"], by_entity["INITECH"]]
     # ACME and UMBRELLA have tens of thousands of credit left, far more than a demo run uses.
     good = [by_entity["ACME"], by_entity["UMBRELLA"]]
-    left = dict(stock)
     planned: list[PlannedOrder] = []
     counters: Counter[OrderKind] = Counter()
     for kind in kinds:
@@ -298,6 +365,8 @@ def _pick_lines(
 def order_variables(order: PlannedOrder) -> dict[str, Any]:
     """The `orderCreate` input for a planned order, as a storefront or a sales rep would place it."""
     customer = order.customer
+    if customer is None:
+        raise ValueError(f"a {order.kind.value} order is not placed on Shopify")
     first, _, last = customer.name.partition(" ")
     address = {
         "firstName": "Receiving" if order.b2b else first,
@@ -362,9 +431,15 @@ class DemoContext:
 
     client: Client
     shopify: ShopifyClient
+    sandbox: httpx.AsyncClient
     progress: DemoProgress
     start_within: float
     finish_within: float
+    # The Amazon poller's trigger; None when the demo places no Amazon orders.
+    amazon: AmazonPolls | None = None
+    amazon_start_within: float = 30.0
+    # The early buyer cancellations whose polls are done, so the other Amazon orders may come.
+    released: set[int] = field(default_factory=set)
 
 
 async def drive_order(index: int, planned: PlannedOrder, ctx: DemoContext) -> OrderOutcome:
@@ -372,17 +447,27 @@ async def drive_order(index: int, planned: PlannedOrder, ctx: DemoContext) -> Or
     outcome = OrderOutcome(planned=planned)
     progress = ctx.progress
     try:
-        progress.update(index, "placing on Shopify")
+        if planned.channel is Channel.AMAZON and planned.kind is not OrderKind.AMAZON_BUYER_CANCEL and ctx.amazon:
+            # The buyer cancellations go first: their polls must be quick (see demo_amazon).
+            progress.update(index, "waiting for the Amazon buyer cancellations")
+            await ctx.amazon.cancels_polled.wait()
+        progress.update(index, f"placing on {planned.channel.value.title()}")
         outcome.key = await _place(planned, ctx)
         handle = ctx.client.get_workflow_handle(outcome.key, result_type=OrderToCashResult)
-        progress.update(index, "awaiting webhook")
-        await _wait_started(handle, within=ctx.start_within)
+        progress.update(index, "awaiting poll" if planned.channel is Channel.AMAZON else "awaiting webhook")
+        if planned.channel is Channel.AMAZON:
+            await _wait_started(handle, within=ctx.amazon_start_within, poll=ctx.amazon)
+        else:
+            await _wait_started(handle, within=ctx.start_within)
         progress.update(index, "in saga")
         async with asyncio.timeout(ctx.finish_within):
             if planned.kind is OrderKind.CREDIT_HOLD:
                 await _approve_when_held(index, handle, outcome, ctx)
             elif planned.kind is OrderKind.CHANNEL_CANCEL:
                 await _cancel_on_shopify_before_shipment(index, handle, outcome, ctx)
+            elif planned.kind is OrderKind.AMAZON_BUYER_CANCEL:
+                await _buyer_cancels_on_amazon(index, handle, outcome, ctx)
+                _release_amazon_orders(index, planned, ctx)
             result = await handle.result()
         outcome.status = result.status
         outcome.attention_reason = result.state.attention_reason
@@ -395,22 +480,43 @@ async def drive_order(index: int, planned: PlannedOrder, ctx: DemoContext) -> Or
     except (DemoError, AdapterError, RPCError, WorkflowUpdateFailedError) as exc:
         outcome.problem = str(exc)
         await _note_last_state(outcome, ctx.client)
+    finally:
+        # A buyer cancellation that went wrong must not hold the other Amazon orders back.
+        _release_amazon_orders(index, planned, ctx)
     final = outcome.status.value if outcome.status and outcome.problem is None else "problem"
     progress.update(index, final, finished=True)
     return outcome
 
 
+def _release_amazon_orders(index: int, planned: PlannedOrder, ctx: DemoContext) -> None:
+    """An early buyer cancellation is polled (or failed): once all are, the other Amazon orders are placed."""
+    if planned.kind is OrderKind.AMAZON_BUYER_CANCEL and ctx.amazon is not None and index not in ctx.released:
+        ctx.released.add(index)
+        ctx.amazon.cancel_polled()
+
+
 async def _place(planned: PlannedOrder, ctx: DemoContext) -> str:
-    """Create the order on Shopify, which sends `orders/create` to the webhook service; its saga key."""
+    """Create the order on its channel; its saga key.
+
+    Shopify sends `orders/create` to the webhook service; an Amazon order waits for the poller.
+    """
+    if planned.channel is Channel.AMAZON:
+        lines = [(item.sku, quantity) for item, quantity in planned.lines]
+        regret = "Ordered by mistake" if planned.kind is OrderKind.AMAZON_CANCEL_BEFORE_POLL else None
+        key = await place_amazon_order(ctx.sandbox, lines, buyer_cancel_reason=regret)
+        if ctx.amazon is not None:
+            ctx.amazon.request()
+        return key
     created = (await ctx.shopify.execute(ORDER_CREATE, order_variables(planned)))["orderCreate"]
     if created.get("userErrors"):
         raise DemoError(f"Shopify refused the order: {created['userErrors']}")
     return order_key(Channel.SHOPIFY, str(created["order"]["legacyResourceId"]))
 
 
-async def _wait_started(handle: WorkflowHandle[Any, Any], *, within: float) -> None:
-    """Wait until the webhook service has started the order's saga."""
+async def _wait_started(handle: WorkflowHandle[Any, Any], *, within: float, poll: AmazonPolls | None = None) -> None:
+    """Wait until the webhook service (or, with `poll`, the Amazon poller) has started the order's saga."""
     deadline = time.monotonic() + within
+    ask_again = time.monotonic() + REPOLL_SECONDS
     while True:
         try:
             await handle.describe()
@@ -419,7 +525,13 @@ async def _wait_started(handle: WorkflowHandle[Any, Any], *, within: float) -> N
             if exc.status is not RPCStatusCode.NOT_FOUND:
                 raise
         if time.monotonic() > deadline:
+            if poll is not None:
+                raise DemoError(f"no saga started within {within:g} s: is the Amazon poller's schedule running?")
             raise DemoError(f"no saga started within {within:g} s: did the orders/create webhook arrive?")
+        if poll is not None and time.monotonic() > ask_again:
+            # The poll that was to see it may have ended just before the order was stamped.
+            poll.request()
+            ask_again = time.monotonic() + REPOLL_SECONDS
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -470,6 +582,21 @@ async def _cancel_on_shopify_before_shipment(
     ctx.progress.update(index, "cancelled on Shopify")
 
 
+async def _buyer_cancels_on_amazon(
+    index: int, handle: WorkflowHandle[Any, Any], outcome: OrderOutcome, ctx: DemoContext
+) -> None:
+    """The buyer asks Amazon to cancel as soon as the saga runs; the next poll tells it, and it cancels there."""
+    state = await _state(handle)
+    if state.status in SHIPPED_OR_LATER or state.status in TERMINAL_STATUSES:
+        raise DemoError(f"the order was {state.status.value} before its buyer could ask to cancel")
+    assert outcome.key is not None
+    await ask_to_cancel(ctx.sandbox, outcome.key, "Found a better price")
+    outcome.actions.append(f"buyer asked Amazon to cancel at {state.status.value}")
+    ctx.progress.update(index, "buyer asked Amazon to cancel")
+    if ctx.amazon is not None:
+        await ctx.amazon.poll_once()
+
+
 _BEFORE_ALLOCATION = frozenset(
     {OrderStatus.RECEIVED, OrderStatus.ACCEPTED, OrderStatus.CREDIT_HOLD, OrderStatus.CREDIT_APPROVED}
 )
@@ -510,19 +637,43 @@ async def run_demo(
     seed: int = 20,
     returns_share: float = 0.3,
     on_progress: Callable[[DemoProgress], None] | None = None,
+    channel: DemoChannel = DemoChannel.SHOPIFY,
+    task_queue: str = TASK_QUEUE,
+    marketplace: str = SANDBOX_AMAZON_MARKETPLACE_ID,
+    amazon_schedule_id: str | None = None,
 ) -> DemoReport:
-    """Send `orders` orders through Shopify's webhooks into the sagas and report how each ended.
+    """Send `orders` orders through Shopify's webhooks and Amazon's poller into the sagas; report how each ended.
 
     `sandbox` is a client for the sandbox's control API. Demo mode (the WMS ships `ship_after_seconds`
     after release) and, with `chaos`, the acceptance faults are switched on for the run and back off after.
+    Amazon orders are found by the poller's schedule (`amazon_schedule_id`, by default the
+    marketplace's own), created on `task_queue` if it does not exist and triggered when needed.
     """
-    plan = plan_orders(orders, free_stock(await _control(sandbox, "GET", "/sandbox/state/wms")), seed=seed)
+    stock = free_stock(await _control(sandbox, "GET", "/sandbox/state/wms"))
+    plan = plan_orders(orders, stock, seed=seed, channel=channel)
     demo_before = await _control(sandbox, "GET", "/sandbox/demo")
     await _control(sandbox, "PUT", "/sandbox/demo", json={**demo_before, "wms_ship_after_seconds": ship_after_seconds})
     fault_ids: list[str] = []
     progress = DemoProgress(len(plan), on_progress)
+    amazon: AmazonPolls | None = None
+    polling: asyncio.Task[None] | None = None
+    if any(order.channel is Channel.AMAZON for order in plan):
+        amazon = AmazonPolls(client, amazon_schedule_id or poller_schedule_id(Channel.AMAZON, marketplace))
+        amazon.expect_cancels(sum(o.kind is OrderKind.AMAZON_BUYER_CANCEL for o in plan))
+        await amazon.ensure_schedule(marketplace, task_queue=task_queue, every=timedelta(minutes=2))
+        polling = asyncio.create_task(amazon.run())
     ctx = DemoContext(
-        client=client, shopify=shopify, progress=progress, start_within=start_within, finish_within=finish_within
+        client=client,
+        shopify=shopify,
+        sandbox=sandbox,
+        progress=progress,
+        start_within=start_within,
+        finish_within=finish_within,
+        amazon=amazon,
+        # Starting an Amazon order's saga reads it twice (with its buyer's address the second time)
+        # at getOrder's 0.5/s once its burst of 30 is spent: a big batch takes a while to start.
+        amazon_start_within=start_within
+        + AMAZON_START_SECONDS_PER_ORDER * sum(o.channel is Channel.AMAZON for o in plan),
     )
     started = time.monotonic()
     try:
@@ -531,15 +682,20 @@ async def run_demo(
                 fault_ids.append((await _control(sandbox, "POST", "/sandbox/faults", json=rule))["id"])
         outcomes = await asyncio.gather(*(drive_order(i, order, ctx) for i, order in enumerate(plan)))
         elapsed = time.monotonic() - started
+        await stop_polling(polling)
         returns = None
-        if returns_share > 0:
-            # Prepaid orders only: a terms customer's order was never paid on Shopify, so its return is a
-            # credit against the invoice in the ERP and there is no money to refund on the channel.
-            completed = [
-                (o.key, [(item.sku, quantity) for item, quantity in o.planned.lines])
-                for o in outcomes
-                if o.key and o.status is OrderStatus.COMPLETED and not o.planned.b2b
-            ]
+        # Prepaid Shopify orders only: a terms customer's order was never paid on Shopify, so its
+        # return is a credit against the invoice in the ERP and there is no money to refund on the
+        # channel; an Amazon return is opened by an operator (tests/e2e cover it), not by a buyer.
+        completed = [
+            (o.key, [(item.sku, quantity) for item, quantity in o.planned.lines])
+            for o in outcomes
+            if o.key
+            and o.status is OrderStatus.COMPLETED
+            and not o.planned.b2b
+            and o.planned.channel is Channel.SHOPIFY
+        ]
+        if returns_share > 0 and completed:
             progress.update(-1, "returns and refunds")
             # Still under the chaos faults, if any: credit memos and refunds must stay single through them.
             returns = await run_returns(
@@ -551,12 +707,21 @@ async def run_demo(
             rules = await _control(sandbox, "GET", "/sandbox/faults")
             fired = {f"{r['system']} {r['kind']}": int(r["fired"]) for r in rules if r["id"] in fault_ids}
     finally:
+        await stop_polling(polling)
         for rule_id in fault_ids:
             with contextlib.suppress(DemoError):
                 await _control(sandbox, "DELETE", f"/sandbox/faults/{rule_id}")
         with contextlib.suppress(DemoError):
             await _control(sandbox, "PUT", "/sandbox/demo", json=demo_before)
     ledger = await check_ledger(sandbox, [o.key for o in outcomes if o.key and o.status is OrderStatus.COMPLETED])
+    amazon_problems: list[str] | None = None
+    if amazon is not None:
+        ended = [o for o in outcomes if o.key and o.planned.channel is Channel.AMAZON and o.reached_expected_end]
+        amazon_problems = await check_amazon(
+            sandbox,
+            completed=[o.key for o in ended if o.key and o.status is OrderStatus.COMPLETED],
+            cancelled=[o.key for o in ended if o.key and o.status is OrderStatus.CANCELLED],
+        )
     return DemoReport(
         outcomes=list(outcomes),
         orders_seconds=elapsed,
@@ -564,6 +729,8 @@ async def run_demo(
         ledger=ledger,
         faults_fired=fired,
         returns=returns,
+        amazon_problems=amazon_problems,
+        amazon_polls=amazon.polls if amazon is not None else 0,
     )
 
 
@@ -600,8 +767,8 @@ def summary_table(report: DemoReport) -> Table:
     table.add_column("final status")
     table.add_column("orders", justify="right")
     table.add_column("as expected", justify="right")
-    table.add_column("webhook→ERP p50", justify="right")
-    table.add_column("webhook→ERP p95", justify="right")
+    table.add_column("received→ERP p50", justify="right")
+    table.add_column("received→ERP p95", justify="right")
     groups: dict[str, list[OrderOutcome]] = {}
     for outcome in report.outcomes:
         groups.setdefault(outcome.status.value if outcome.status is not None else "no saga", []).append(outcome)
@@ -627,7 +794,10 @@ def print_report(console: Console, report: DemoReport, *, wall_seconds: float) -
     console.print(summary_table(report))
     kinds = Counter(o.planned.kind.value for o in report.outcomes)
     console.print("mix: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items()))
-    console.print("latency excludes orders held for credit (their wait is the operator's).")
+    console.print(
+        "received: the webhook's arrival, or the poll that found the Amazon order; "
+        "latency excludes orders held for credit (their wait is the operator's)."
+    )
     if report.faults_fired:
         console.print("faults fired: " + ", ".join(f"{what} x{n}" for what, n in report.faults_fired.items()))
     if report.ledger is not None:
@@ -639,6 +809,17 @@ def print_report(console: Console, report: DemoReport, *, wall_seconds: float) -
         else:
             console.print("[red]sandbox check failed:[/]")
             for problem in report.ledger.problems:
+                console.print(f"  {problem}", markup=False)
+    if report.amazon_problems is not None:
+        amazon = [o for o in report.outcomes if o.planned.channel is Channel.AMAZON]
+        if not report.amazon_problems:
+            console.print(
+                f"[green]Amazon check:[/] the {len(amazon)} Amazon orders, found by {report.amazon_polls} triggered "
+                "poll(s), are shipped there with their label's tracking number or cancelled there"
+            )
+        else:
+            console.print("[red]Amazon check failed:[/]")
+            for problem in report.amazon_problems:
                 console.print(f"  {problem}", markup=False)
     if report.returns is not None:
         print_returns(console, report.returns)
@@ -677,7 +858,11 @@ def print_returns(console: Console, returns: ReturnsReport) -> None:
 
 
 def demo(
-    orders: Annotated[int, typer.Option("--orders", min=1, max=500, help="How many orders Shopify sends.")] = 20,
+    orders: Annotated[int, typer.Option("--orders", min=1, max=500, help="How many orders the channels send.")] = 20,
+    channel: Annotated[
+        DemoChannel,
+        typer.Option("--channel", help="Where orders come from: shopify, amazon, or mixed (a third from Amazon)."),
+    ] = DemoChannel.MIXED,
     chaos: Annotated[
         bool,
         typer.Option("--chaos", help="Inject faults: ERP 20% 5xx and 5% lost answers on writes, carrier throttling."),
@@ -697,10 +882,11 @@ def demo(
         Path, typer.Option("--state-dir", file_okay=False, help="Temporal's database and the logs go here.")
     ] = STATE_DIR,
 ) -> None:
-    """Start what isn't running, send N Shopify orders through the webhooks, and report how each ended."""
+    """Start what isn't running, send N orders from Shopify and Amazon into the sagas, and report how each ended."""
     code = asyncio.run(
         _main(
             orders=orders,
+            channel=channel,
             chaos=chaos,
             keep_running=keep_running,
             ship_after=ship_after,
@@ -712,7 +898,14 @@ def demo(
 
 
 async def _main(
-    *, orders: int, chaos: bool, keep_running: bool, ship_after: float, finish_within: float, state_dir: Path
+    *,
+    orders: int,
+    channel: DemoChannel,
+    chaos: bool,
+    keep_running: bool,
+    ship_after: float,
+    finish_within: float,
+    state_dir: Path,
 ) -> int:
     console = Console()
     began = time.monotonic()
@@ -735,8 +928,8 @@ async def _main(
         if reused:
             console.print(f"already running, reused: {', '.join(reused)}")
         console.print(f"Temporal UI: {stack.ui_url}")
-        report = await _run_against(stack, console, orders=orders, chaos=chaos, ship_after=ship_after,
-                                    finish_within=finish_within)  # fmt: skip
+        report = await _run_against(stack, console, orders=orders, channel=channel, chaos=chaos,
+                                    ship_after=ship_after, finish_within=finish_within)  # fmt: skip
     except DemoError as exc:
         fail(str(exc), 2)
     finally:
@@ -756,7 +949,14 @@ async def _main(
 
 
 async def _run_against(
-    stack: DevStack, console: Console, *, orders: int, chaos: bool, ship_after: float, finish_within: float
+    stack: DevStack,
+    console: Console,
+    *,
+    orders: int,
+    channel: DemoChannel,
+    chaos: bool,
+    ship_after: float,
+    finish_within: float,
 ) -> DemoReport:
     client = await connect(stack.temporal_address, DEFAULT_NAMESPACE)
     shopify_settings = ShopifySettings(base_url=f"{stack.sandbox_url}/shopify")
@@ -788,6 +988,8 @@ async def _run_against(
                 ship_after_seconds=ship_after,
                 finish_within=finish_within,
                 on_progress=show,
+                channel=channel,
+                task_queue=stack.task_queue,
             )
 
 

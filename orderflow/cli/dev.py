@@ -109,5 +109,9 @@ def _where(stack: DevStack) -> str:
             continue
         state = "already running, reused" if svc.reused else f"started, pid {svc.pid}"
         lines.append(f"  {name:<12} {svc.url}  ({state})")
+    for schedule_id, created in stack.schedules.items():
+        every = stack.amazon_poll_every.total_seconds() / 60 if stack.amazon_poll_every else 0
+        made = "created" if created else "already there, left as it is"
+        lines.append(f"  {'schedule':<12} {schedule_id}: polls Amazon every {every:g} min ({made})")
     lines.append(f"  {'logs':<12} {stack.log_dir}/<service>.log")
     return "\n".join(lines)

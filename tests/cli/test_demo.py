@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.canonical.channel_refund import ChannelRefundStatus, credit_memo_external_id
 from orderflow.canonical.return_saga import ReturnStatus
 from orderflow.canonical.saga import OrderStatus, order_reference
-from orderflow.cli.demo import OrderKind, run_demo
+from orderflow.cli.demo import DemoChannel, OrderKind, OrderOutcome, run_demo
 from orderflow.sandbox.server import BackgroundServer
-from orderflow.settings import Settings
+from orderflow.settings import AmazonSettings, Settings
 from orderflow.webhooks.app import create_app
 from orderflow.webhooks.dispatch import TemporalGateway
 from orderflow.worker import build_worker
@@ -126,3 +128,62 @@ async def test_four_orders_reach_their_expected_ends_then_a_return_and_an_admin_
     assert shopify_order["cancelled_at"] is not None
     # Demo mode is switched back off afterwards.
     assert (await sandbox.get("/sandbox/demo")).json()["wms_ship_after_seconds"] is None
+
+
+async def test_amazon_orders_found_by_the_poller_schedule_reach_their_ends_and_amazon_agrees(
+    dev_server: WorkflowEnvironment,
+    settings: Settings,
+    sandbox_url: str,
+    http: httpx.AsyncClient,
+    sandbox: httpx.AsyncClient,
+    subscribed: None,
+    task_queue: str,
+) -> None:
+    amazon = AmazonSettings(
+        base_url=f"{sandbox_url}/amazon", lwa_url=f"{sandbox_url}/amazon/auth/o2/token", timeout_seconds=5
+    )
+    settings = settings.model_copy(update={"amazon": amazon})
+    # A schedule of this test's own: the marketplace's own id is shared by every test on the dev server.
+    schedule_id = f"poll:amazon:demo-{uuid.uuid4()}"
+    async with build_worker(dev_server.client, settings, http, task_queue=task_queue):
+        try:
+            report = await run_demo(
+                client=dev_server.client,
+                shopify=ShopifyClient(http, settings.shopify),
+                sandbox=sandbox,
+                orders=5,
+                # The buyer's cancel must reach the saga through a poll before the warehouse ships:
+                # seconds on a busy 2-core machine.
+                ship_after_seconds=4.0,
+                finish_within=40.0,
+                channel=DemoChannel.AMAZON,
+                task_queue=task_queue,
+                amazon_schedule_id=schedule_id,
+            )
+        finally:
+            with contextlib.suppress(RPCError):
+                await dev_server.client.get_schedule_handle(schedule_id).delete()
+
+    by_kind: dict[OrderKind, list[OrderOutcome]] = {}
+    for outcome in report.outcomes:
+        by_kind.setdefault(outcome.planned.kind, []).append(outcome)
+    assert {kind: len(found) for kind, found in by_kind.items()} == {
+        OrderKind.AMAZON: 3,
+        OrderKind.AMAZON_BUYER_CANCEL: 1,
+        OrderKind.AMAZON_CANCEL_BEFORE_POLL: 1,
+    }
+    assert [(o.key, o.status, o.problem) for o in report.failures] == []
+    assert report.ok and report.amazon_problems == [] and report.amazon_polls >= 2
+    # Amazon's own records: the completed orders shipped with tracking, the cancelled ones cancelled
+    # by the seller's acknowledgement feed (a buyer's request is not a cancellation by itself).
+    orders = {f"order:amazon:{o['orderId']}": o for o in (await state(sandbox, "amazon"))["orders"]}
+    for outcome in by_kind[OrderKind.AMAZON]:
+        assert outcome.key is not None
+        assert orders[outcome.key]["status"] == "SHIPPED" and orders[outcome.key]["shipments"]
+    for outcome in by_kind[OrderKind.AMAZON_BUYER_CANCEL] + by_kind[OrderKind.AMAZON_CANCEL_BEFORE_POLL]:
+        assert outcome.key is not None
+        assert orders[outcome.key]["status"] == "CANCELLED" and orders[outcome.key]["buyerCancellationRequested"]
+    feeds = [f for f in (await state(sandbox, "amazon"))["feeds"] if f["feedType"] == "POST_ORDER_ACKNOWLEDGEMENT_DATA"]
+    assert len(feeds) == 2
+    # The Amazon orders were never meant for returns through Shopify: the return leg had nothing to do.
+    assert report.returns is None
