@@ -16,7 +16,14 @@ from temporalio.testing import WorkflowEnvironment
 from orderflow.sandbox import SandboxConfig, create_app
 from orderflow.sandbox.credentials import ensure_m2m_keypair
 from orderflow.sandbox.server import BackgroundServer
-from orderflow.settings import CarrierSettings, NetSuiteSettings, Settings, ShopifySettings, WmsSettings
+from orderflow.settings import (
+    AmazonSettings,
+    CarrierSettings,
+    NetSuiteSettings,
+    Settings,
+    ShopifySettings,
+    WmsSettings,
+)
 from orderflow.store.db import Database, upgrade
 
 
@@ -75,6 +82,9 @@ def settings(sandbox_url: str, m2m_key_file: Path, settings_database_url: str) -
         netsuite=NetSuiteSettings(base_url=f"{sandbox_url}/netsuite", private_key_file=m2m_key_file, timeout_seconds=5),
         wms=WmsSettings(base_url=f"{sandbox_url}/wms", timeout_seconds=5),
         carrier=CarrierSettings(base_url=f"{sandbox_url}/carrier", timeout_seconds=5),
+        amazon=AmazonSettings(
+            base_url=f"{sandbox_url}/amazon", lwa_url=f"{sandbox_url}/amazon/auth/o2/token", timeout_seconds=5
+        ),
     )
 
 
