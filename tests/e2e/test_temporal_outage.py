@@ -40,6 +40,7 @@ from orderflow.canonical.saga import (
     OrderToCashResult,
 )
 from orderflow.cli.demo import (
+    AMAZON_KINDS,
     CANCEL_WINDOW,
     ORDER_CREATE,
     OrderKind,
@@ -325,7 +326,8 @@ async def test_demo_orders_while_temporal_is_down_all_reach_their_end_once_it_is
     before = await connected_with_a_saga_in_flight(stack, plan_d2c_orders(1, free_stock(await stack.state("wms")))[0])
     # The demo's mix: D2C and B2B orders, credit holds an operator approves, orders cancelled on Shopify.
     plan = plan_orders(20, free_stock(await stack.state("wms")))
-    assert {p.kind for p in plan} == set(OrderKind)
+    # (Shopify's: webhooks are what an outage of Temporal puts at risk; Amazon's poller waits it out.)
+    assert {p.kind for p in plan} == set(OrderKind) - AMAZON_KINDS
     began = time.monotonic()
 
     await stack.temporal.stop()
