@@ -6,6 +6,11 @@ out) is skipped, not queued. `resync` starts the sagas of named orders through a
 on the worker, which holds the Amazon credentials; this command needs only Temporal.
 Exit codes: 0 done, 1 no such schedule (or an order that could not be started), 2 Temporal or a
 worker not reachable.
+
+`feeds` settles Amazon feed submissions left in doubt (a refund parked with `FeedSubmissionUnknown`)
+in the feed ledger, orderflow's database; it needs neither Temporal nor Amazon. Exit codes: 0 done,
+1 refused (no such key, a key with its feed already, an attempt still at work, not confirmed), 2 bad
+input or the database not reachable or not migrated.
 """
 
 from __future__ import annotations
@@ -13,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Annotated, NoReturn
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, NoReturn, TypeVar
 
+import httpx
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from temporalio.client import (
     Client,
     Schedule,
@@ -34,6 +43,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from orderflow.adapters.amazon import ADJUSTMENT_FEED, AmazonClient, FeedEntry
 from orderflow.canonical.channel_polling import (
     RESYNC_WORKFLOW_TYPE,
     WORKFLOW_TYPE,
@@ -44,6 +54,8 @@ from orderflow.canonical.channel_polling import (
     poller_schedule_id,
 )
 from orderflow.canonical.order import Channel, order_key
+from orderflow.canonical.return_saga import return_key_from_reference
+from orderflow.canonical.saga import order_key_from_reference
 from orderflow.cli.connection import (
     DEFAULT_ADDRESS,
     DEFAULT_NAMESPACE,
@@ -54,11 +66,19 @@ from orderflow.cli.connection import (
     connect_or_exit,
     fail,
 )
-from orderflow.settings import get_settings
+from orderflow.settings import database_url, get_settings
+from orderflow.store.db import Database, DatabaseNotMigratedError
+from orderflow.store.feed_ledger import AmazonFeedLedger
 
-app = typer.Typer(help="Amazon: the order poller's schedules (one per marketplace), and pulling orders on demand.")
+app = typer.Typer(
+    help="Amazon: the order poller's schedules (one per marketplace), pulling orders on demand, and feeds in doubt."
+)
 schedule_app = typer.Typer(help="The poller's Temporal Schedules: create, pause, unpause, trigger, describe.")
 app.add_typer(schedule_app, name="schedule")
+feeds_app = typer.Typer(
+    help="Feed submissions in doubt (a refund parked with FeedSubmissionUnknown): list, settle, release."
+)
+app.add_typer(feeds_app, name="feeds")
 
 MarketplaceOption = Annotated[
     list[str] | None,
@@ -301,3 +321,253 @@ async def _resync(order_ids: list[str], *, answer_within: float, task_queue: str
         )
     if result.failed:
         raise typer.Exit(1)
+
+
+# ---- feeds in doubt ---------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+# The ledger's column; a longer id is a typo, refused before it reaches the database.
+MAX_FEED_ID = 64
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        "--url",
+        help="The feed ledger's database (default: ORDERFLOW_DATABASE_URL, else SQLite in .orderflow/).",
+    ),
+]
+FeedKeyArgument = Annotated[
+    str,
+    typer.Argument(metavar="KEY", help="The submission's idempotency key, as `feeds list` shows it."),
+]
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the URL given"
+
+
+def _with_ledger(url: str | None, action: Callable[[AmazonFeedLedger], Awaitable[T]]) -> T:
+    """Open the database, refuse it unless migrated, and run one action on its feed ledger (exit 2 if it can't)."""
+    target = url or database_url(get_settings())
+
+    async def run() -> T:
+        database = Database(target)
+        try:
+            await database.require_migrated()
+            return await action(AmazonFeedLedger(database))
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DatabaseNotMigratedError as exc:
+        fail(str(exc), 2)
+    except (SQLAlchemyError, OSError) as exc:
+        # The class name only: a driver's message can carry connection details.
+        fail(f"cannot use the feed ledger in {_shown(target)} ({exc.__class__.__name__})", 2)
+
+
+async def _submission_window() -> timedelta:
+    # The window is the adapter's own, worked out from the Amazon settings the worker runs with;
+    # the client is built only to ask it and makes no call.
+    async with httpx.AsyncClient() as http:
+        return AmazonClient(http, get_settings().amazon).submission_window
+
+
+def _age(delta: timedelta) -> str:
+    seconds = max(int(delta.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def next_step(key: str, *, feed_id: str | None) -> str:
+    """The command that lets the saga behind a feed key go on, told by the key's shape."""
+    # Keys are `OFR-{channel}-{return id}-{step}` (a return) or `OF-{channel}-{order id}-{step}`
+    # (an order); step names hold no `-`, Amazon order ids do, so the step is after the last `-`.
+    reference, _, step = key.rpartition("-")
+    returned = return_key_from_reference(reference)
+    if returned is not None and step == "refund":
+        then = f"checks feed {feed_id}'s processing report" if feed_id else "submits the refund feed again"
+        return f"next: `orderflow returns retry {returned}` (its refund step {then})"
+    order = order_key_from_reference(reference)
+    if order is not None:
+        # A cancel in doubt is sent again by the saga itself (a second acknowledgement is harmless).
+        return (
+            f"next: the order's next cancel attempt goes on by itself; `orderflow orders status {order}` "
+            f"shows it, and `orderflow orders retry {order}` moves it on if it is parked"
+        )
+    return "next: retry the parked step that submits this feed (the key names neither a return nor an order)"
+
+
+def _print_columns(header: list[str], rows: list[list[str]]) -> None:
+    # Plain aligned columns, never cut: the key and document id are copied into commands and Seller
+    # Central whole, and a line per submission stays greppable (a narrow terminal wraps, not truncates).
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _state(entry: FeedEntry, *, now: datetime, window: timedelta) -> str:
+    if entry.feed_id is not None:
+        return f"feed {entry.feed_id}"
+    return "IN DOUBT" if now - entry.recorded_at >= window else "submitting"
+
+
+@feeds_app.command("list")
+def feeds_list(
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="The latest submissions of every state, not only those in doubt.")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="With --all: at most this many, newest first.")] = 50,
+    url: DatabaseUrlOption = None,
+) -> None:
+    """List the feed submissions in doubt: a document recorded, no feed id, older than an attempt can take."""
+    window = asyncio.run(_submission_window())
+    now = datetime.now(UTC)
+    if all_rows:
+        entries = _with_ledger(url, lambda ledger: ledger.recent(limit))
+    else:
+        entries = _with_ledger(url, lambda ledger: ledger.in_doubt(recorded_before=now - window))
+    in_doubt = [e for e in entries if _state(e, now=now, window=window) == "IN DOUBT"]
+    if not entries:
+        typer.echo("no feed submissions" if all_rows else "no feed submissions in doubt")
+        return
+    typer.echo(
+        f"{len(entries)} latest feed submission(s)" if all_rows else f"{len(entries)} feed submission(s) in doubt"
+    )
+    header = ["key", "feed type", "Amazon order", "document id", "recorded (UTC)", "age"] + (
+        ["state"] if all_rows else []
+    )
+    rows = [
+        [
+            entry.key,
+            entry.feed_type,
+            entry.amazon_order_id or "-",
+            entry.document_id,
+            entry.recorded_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            _age(now - entry.recorded_at),
+        ]
+        + ([_state(entry, now=now, window=window)] if all_rows else [])
+        for entry in entries
+    ]
+    _print_columns(header, rows)
+    if in_doubt:
+        typer.echo(
+            f"in doubt: the feed document was recorded over {_age(window)} ago and createFeed's answer never was. "
+            "Look each one up in Seller Central's feed upload history (or getFeeds) by feed type and time, then "
+            "`orderflow amazon feeds settle KEY --feed-id ID` if Amazon has it, or "
+            "`orderflow amazon feeds release KEY` if it has none."
+        )
+        if any(entry.feed_type != ADJUSTMENT_FEED for entry in in_doubt):
+            typer.echo("a cancel's acknowledgement feed in doubt needs neither: its next attempt sends it again.")
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a feed submission was left as it is."""
+
+    message: str
+
+
+async def _settleable(ledger: AmazonFeedLedger, key: str, window: timedelta) -> FeedEntry | _Refusal:
+    """The submission under `key` if it is in doubt, else why an operator may not settle or release it."""
+    entry = await ledger.find(key)
+    if entry is None:
+        return _Refusal(f"no feed submission under {key}; `orderflow amazon feeds list --all` shows the keys")
+    if entry.feed_id is not None:
+        return _Refusal(f"{key} already has feed {entry.feed_id}; it is not in doubt, nothing to do")
+    age = datetime.now(UTC) - entry.recorded_at
+    if age < window:
+        # The attempt that recorded it may still be waiting for createFeed's answer: acting now
+        # could hide its feed, or free the key under it and submit the refund twice.
+        return _Refusal(
+            f"{key} was recorded {_age(age)} ago and an attempt may still be submitting it; it is in doubt "
+            f"only after {_age(window)}: list again then"
+        )
+    return entry
+
+
+def _refused(refusal: _Refusal) -> NoReturn:
+    fail(f"refused: {refusal.message}", 1)
+
+
+@feeds_app.command("settle")
+def feeds_settle(
+    key: FeedKeyArgument,
+    feed_id: Annotated[
+        str, typer.Option("--feed-id", help="The feed Amazon has for it (Seller Central's upload history, getFeeds).")
+    ],
+    url: DatabaseUrlOption = None,
+) -> None:
+    """Record the feed a submission in doubt made, so the parked step's retry checks it instead of parking."""
+    feed_id = feed_id.strip()
+    if not feed_id or len(feed_id) > MAX_FEED_ID:
+        fail(f"--feed-id must be Amazon's feed id (1 to {MAX_FEED_ID} characters)", 2)
+    window = asyncio.run(_submission_window())
+
+    async def settle(ledger: AmazonFeedLedger) -> FeedEntry | _Refusal:
+        found = await _settleable(ledger, key, window)
+        if isinstance(found, _Refusal):
+            return found
+        if not await ledger.settle(key, feed_id=feed_id):
+            return _Refusal(f"{key} changed while settling it; `orderflow amazon feeds list --all` shows it now")
+        return found
+
+    outcome = _with_ledger(url, settle)
+    if isinstance(outcome, _Refusal):
+        _refused(outcome)
+    typer.echo(
+        f"settled {key}: {outcome.feed_type} for Amazon order {outcome.amazon_order_id or '-'} is feed {feed_id}"
+    )
+    typer.echo(next_step(key, feed_id=feed_id))
+
+
+def _release_warning(entry: FeedEntry) -> str:
+    if entry.feed_type == ADJUSTMENT_FEED:
+        return (
+            f"If Amazon did receive document {entry.document_id}, releasing it submits the refund again "
+            f"and the buyer of Amazon order {entry.amazon_order_id or '-'} is refunded TWICE. "
+            "Release only after Seller Central's feed upload history shows no such feed."
+        )
+    return f"The next attempt submits a new {entry.feed_type} feed for Amazon order {entry.amazon_order_id or '-'}."
+
+
+@feeds_app.command("release")
+def feeds_release(
+    key: FeedKeyArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: DatabaseUrlOption = None,
+) -> None:
+    """Free the key of a submission Amazon never received, so the parked step's retry submits it again."""
+    window = asyncio.run(_submission_window())
+    found = _with_ledger(url, lambda ledger: _settleable(ledger, key, window))
+    if isinstance(found, _Refusal):
+        _refused(found)
+    if not yes:
+        typer.echo(_release_warning(found))
+        if not typer.confirm(f"Release {key}?", default=False):
+            fail(f"nothing released; {key} is still in doubt", 1)
+
+    async def release(ledger: AmazonFeedLedger) -> FeedEntry | None:
+        # Only the document looked at goes, and only while it has no feed id (the ledger's guard).
+        await ledger.release(key, document_id=found.document_id)
+        return await ledger.find(key)
+
+    left = _with_ledger(url, release)
+    if left is not None and left.document_id == found.document_id:
+        # Its attempt recorded a feed after all, between the look and the release.
+        _refused(_Refusal(f"{key} has feed {left.feed_id} now; nothing released"))
+    typer.echo(f"released {key}: document {found.document_id} is dropped, the key is free to submit again")
+    if left is not None:
+        typer.echo(f"(a new attempt has already claimed it with document {left.document_id})")
+    typer.echo(next_step(key, feed_id=None))

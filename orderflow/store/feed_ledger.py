@@ -147,5 +147,12 @@ class AmazonFeedLedger:
             rows = (await connection.execute(query)).all()
         return [_entry(row) for row in rows]
 
+    async def recent(self, limit: int) -> list[FeedEntry]:
+        """The latest submissions, settled or not, newest first (for operators)."""
+        query = select(_TABLE).order_by(_TABLE.c.created_at.desc(), _TABLE.c.idempotency_key).limit(limit)
+        async with self.database.engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_entry(row) for row in rows]
+
 
 __all__ = ["AmazonFeed", "AmazonFeedLedger"]
