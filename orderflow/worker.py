@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
+from orderflow.activities.availability import AvailabilityActivities
 from orderflow.activities.channel_polling import ChannelPollingActivities
 from orderflow.activities.channel_refunds import ChannelRefundActivities
 from orderflow.activities.order_view import OrderViewActivities
@@ -80,6 +81,8 @@ def activities_for(
         ledger = AmazonFeedLedger(database) if database is not None else None
         amazon = AmazonClient(http, settings.amazon, ledger=ledger)
     channels = ChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
+    # Stock is shared: what any order reserves or gives back is published to Amazon's listings.
+    availability = AvailabilityActivities(wms, {Channel.AMAZON: amazon})
     bookkeeping = [OrderViewActivities(database).record_order_view] if database is not None else []
     returns_channel = ReturnChannelActivities({Channel.SHOPIFY: shopify, Channel.AMAZON: amazon})
     returns_erp = ReturnErpActivities(netsuite)
@@ -103,6 +106,7 @@ def activities_for(
         labels.void_label,
         channels.confirm_shipment_on_channel,
         channels.cancel_on_channel,
+        availability.publish_availability,
         *bookkeeping,
         # Return to refund.
         returns_channel.load_channel_order,

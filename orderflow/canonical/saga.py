@@ -337,6 +337,19 @@ class AllocateResult(CanonicalModel):
     allocation: Allocation
 
 
+class PublishAvailabilityInput(CanonicalModel):
+    """Tell the channels that sell from the warehouse's stock how many units of these SKUs are left."""
+
+    skus: list[NonEmptyStr] = Field(min_length=1)
+
+
+class PublishAvailabilityResult(CanonicalModel):
+    """What each channel was told per SKU, and the SKUs a channel has no listing for (left alone)."""
+
+    published: dict[str, dict[str, int]] = Field(default={}, description="channel -> SKU -> units it may sell")
+    unlisted: dict[str, list[str]] = Field(default={}, description="channel -> SKUs it does not list")
+
+
 class ReleaseAllocationInput(CanonicalModel):
     """Give back an order's reserved stock."""
 

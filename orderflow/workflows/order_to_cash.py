@@ -84,6 +84,7 @@ with workflow.unsafe.imports_passed_through():
         order_reference,
     )
     from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, ORDER_STATUS, ORDER_TOTAL, TRACKING_NUMBERS
+    from orderflow.workflows.availability import AvailabilityPublications
     from orderflow.workflows.compensation import Compensation, Compensations
 
 T = TypeVar("T")
@@ -186,6 +187,7 @@ class OrderToCash:
         self.view_state: OrderSagaState | None = None
         self.view_version = 0
         self.view_in_flight = False
+        self.availability = AvailabilityPublications()
 
     # -----------------------------------------------------------------------------------------
     # The saga
@@ -197,6 +199,8 @@ class OrderToCash:
         self._publish()
         view = self._start_order_view()
         self.partial_cancel_allowed = workflow.patched(PARTIAL_CANCEL_PATCH)
+        # After stock moves, the channels hear what is left (workflows/availability.py).
+        self.availability.start()
         try:
             await self.accept()
             await self.check_credit()
@@ -224,6 +228,8 @@ class OrderToCash:
                 self._complete()
             else:
                 await self._unwind(request)
+        # The channels hear what the last reservation or release left before the saga ends.
+        await self.availability.settled()
         self._flush_attributes()
         if view is not None:
             # The view must show how the saga ended before the saga ends.
@@ -312,6 +318,7 @@ class OrderToCash:
                 warehouses = sorted({line.warehouse_id for line in result.allocation.lines})
                 self._done(SagaStep.ALLOCATE, f"reserved in warehouse {', '.join(warehouses)}")
                 self._set_status(OrderStatus.ALLOCATED)
+                self.availability.publish(self._lines_ordered())
                 return
             if result.allocation.status is AllocationStatus.PARTIAL:
                 # Half a reservation would hold stock other orders could ship; give it back while waiting.
@@ -533,6 +540,8 @@ class OrderToCash:
                 in_erp = "done" if closed is not None else "skipped by operator"
             self.lines_cancelled = cancelled
             self.partial_cancel_done = True
+            # The units the warehouse cancelled are free to sell again.
+            self.availability.publish(cancelled)
         finally:
             self.partial_cancel_running = False
         units = ", ".join(f"{sku} x{qty}" for sku, qty in sorted(cancelled.items())) or "nothing"
@@ -593,6 +602,8 @@ class OrderToCash:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=ACTIVITY_RETRY,
         )
+        if result.released:
+            self.availability.publish(self._lines_ordered())
         return "reservation released" if result.released else "no reservation held"
 
     async def _close_sales_order(self) -> str | None:

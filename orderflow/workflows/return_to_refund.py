@@ -90,6 +90,7 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.canonical.returns import Return, ReturnLine, ReturnReceipt
     from orderflow.canonical.saga import order_reference
     from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, RETURN_STATUS
+    from orderflow.workflows.availability import AvailabilityPublications
     from orderflow.workflows.compensation import Compensation, Compensations
 
 T = TypeVar("T")
@@ -298,6 +299,7 @@ class ReturnToRefund:
         self.received: dict[str, int] = {}
         self.damaged: dict[str, int] = {}
         self.receipt_deadline: datetime | None = None
+        self.availability = AvailabilityPublications()
         self.credit: CreditMemo | None = None
         self.refund_total: Money | None = None
         self.restocking_fee: Money | None = None
@@ -308,6 +310,8 @@ class ReturnToRefund:
     async def run(self, input: ReturnToRefundInput) -> ReturnToRefundResult:
         """Take the return through every step; on cancel or expiry, undo in reverse."""
         self._publish()
+        # Restocked units are for sale again: the channels hear of them (workflows/availability.py).
+        self.availability.start()
         try:
             await self.validate()
             if self.refusal_reasons:
@@ -330,6 +334,7 @@ class ReturnToRefund:
             if self.receipts:
                 raise
             await self._unwind(CancelRequest(reason="cancelled through Temporal", source=CancelSource.OPERATOR))
+        await self.availability.settled()
         self._flush_attributes()
         return ReturnToRefundResult(key=self.key, status=self.status, state=self.state())
 
@@ -575,6 +580,8 @@ class ReturnToRefund:
             sellable = sum(line.quantity for line in accepted if line.condition is ItemCondition.SELLABLE)
             detail = f"receipt {receipt.receipt_id}: {sellable} sellable unit(s) restocked"
             self._done(ReturnStep.RESTOCK, detail if restocked is not None else "skipped by operator")
+            if restocked is not None:
+                self.availability.publish(line.sku for line in accepted if line.condition is ItemCondition.SELLABLE)
         authorization_id = self.ids.get("erp_return_authorization_id")
         assert authorization_id is not None
         for condition, suffix, location in (

@@ -151,6 +151,11 @@ async def test_amazon_mfn_orders_complete_with_the_shipment_confirmed_on_amazon_
     assert not await stack.has_saga(stack.key(afn["orderId"]))
     untouched = await stack.amazon_order(afn["orderId"])
     assert (untouched["status"], untouched["shipments"]) == ("UNSHIPPED", [])
+    # Stock is shared: after the reservations, Amazon may sell no more than the warehouse can still ship.
+    stock = (await stack.state("wms"))["stock"]
+    listings = (await stack.state("amazon"))["listings"]
+    for sku in {sku for sku, _ in LINES} | {NUT}:
+        assert listings[sku] == sum(int(row["fulfillable"]) for row in stock if row["sku"] == sku), sku
 
     # The next poll's overlap returns both orders again (shipped now): nothing started twice.
     again = await stack.poll()

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fake_systems import WAREHOUSE, permanent
+from fake_systems import WAREHOUSE, AvailabilityStandIn, permanent
 from temporalio import activity
 
 from orderflow.canonical import (
@@ -153,7 +153,7 @@ class FakeAuthorization:
 
 
 @dataclass
-class FakeReturnSystems:
+class FakeReturnSystems(AvailabilityStandIn):
     """Shopify, NetSuite, the WMS and the carrier as plain records, with switchable permanent failures."""
 
     orders: dict[str, Order] = field(default_factory=lambda: {"order:shopify:1042": returnable_order()})
@@ -396,4 +396,5 @@ class FakeReturnSystems:
             self.create_return_authorization, self.close_return_authorization, self.receive_return_in_erp,
             self.issue_return_credit, self.load_warehouse_order_for_return, self.create_wms_return,
             self.cancel_wms_return, self.restock_return, self.buy_return_label, self.void_return_label,
+            self.publish_availability,
         ]  # fmt: skip

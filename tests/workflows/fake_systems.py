@@ -71,6 +71,8 @@ from orderflow.canonical.saga import (
     OrderViewUpdate,
     PostSalesOrderInput,
     PostSalesOrderResult,
+    PublishAvailabilityInput,
+    PublishAvailabilityResult,
     RecordFulfillmentResult,
     ReleaseAllocationInput,
     ReleaseAllocationResult,
@@ -129,7 +131,23 @@ def permanent(message: str, kind: str = "ValidationRejectedError") -> Applicatio
 
 
 @dataclass
-class FakeSystems:
+class AvailabilityStandIn:
+    """The channels' listings as both sagas publish to them (background and best effort; not in `calls`)."""
+
+    availability: list[list[str]] = field(default_factory=list)  # the SKUs of each publication, in order
+    availability_failures: int = 0  # how many more publications fail for good
+
+    @activity.defn(name="publish_availability")
+    async def publish_availability(self, input: PublishAvailabilityInput) -> PublishAvailabilityResult:
+        if self.availability_failures > 0:
+            self.availability_failures -= 1
+            raise permanent("the channel refused the listing update")
+        self.availability.append(list(input.skus))
+        return PublishAvailabilityResult(published={"amazon": dict.fromkeys(input.skus, 0)})
+
+
+@dataclass
+class FakeSystems(AvailabilityStandIn):
     """The ERP, warehouse, carrier and channel as plain records, with switchable failures."""
 
     terms: PaymentTerms = PaymentTerms.PREPAID
@@ -356,5 +374,5 @@ class FakeSystems:
             self.close_sales_order, self.buy_label, self.void_label, self.release_to_warehouse,
             self.cancel_fulfillment_order, self.confirm_shipment_on_channel, self.record_fulfillment,
             self.invoice_order, self.cancel_on_channel, self.record_order_view, self.cancel_unshipped_lines,
-            self.close_unshipped_lines,
+            self.close_unshipped_lines, self.publish_availability,
         ]  # fmt: skip

@@ -10,10 +10,13 @@ the sagas that began under them are still proven to replay):
 - `..._with_order_view`: the `order-view` patch, a local activity at each transition.
 - `..._with_partial_cancel`: the `partial-cancel` patch (a marker at the start), plus
   `order_to_cash_partly_shipped_then_cancelled`: one parcel shipped, the rest cancelled, the shipped part invoiced.
+- `..._with_availability`: the `publish-availability` patch, availability published to the channels
+  in the background after each reservation and release (`... record_histories.py orders` records only these).
 
 Return to refund (`return_to_refund_*`, recorded by `record_returns`; `... record_histories.py returns`
 records only these): a return received in two boxes, one with damaged units, and a return
-cancelled before anything came back.
+cancelled before anything came back; `..._with_availability`: the `publish-availability` patch
+(restocked units published to the channels).
 
 The channel order poller (`poller_*`, recorded by `record_poller`; `... record_histories.py poller`
 records only these): a poll over two pages that starts sagas, skips a marketplace-fulfilled order
@@ -52,8 +55,9 @@ from orderflow.workflows.order_to_cash import OrderToCash
 from orderflow.workflows.return_to_refund import ReturnToRefund
 
 HISTORIES = Path(__file__).parents[1] / "histories"
-# The newest generation's suffix (see the docstring).
-GENERATION = "_with_partial_cancel"
+# The newest generation's suffix (see the docstring), of orders and of returns.
+GENERATION = "_with_availability"
+RETURN_GENERATION = "_with_availability"
 
 
 async def wait_for_status(handle, status: OrderStatus) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +129,8 @@ async def record_returns() -> None:
     """Record the return-to-refund histories: two receipts (one damaged) to a refund, and a cancel."""
     env = await start_time_skipping_server()
     try:
-        for name in ("return_to_refund_two_receipts_one_damaged", "return_to_refund_cancelled_before_receipt"):
+        for scenario in ("return_to_refund_two_receipts_one_damaged", "return_to_refund_cancelled_before_receipt"):
+            name = scenario + RETURN_GENERATION
             systems = FakeReturnSystems()
             queue = f"record-{uuid.uuid4()}"
             request = return_request(lines={BOLT: 2, NUT: 1})
@@ -205,4 +210,5 @@ if __name__ == "__main__":
         sys.exit(0)
     if sys.argv[1:] != ["returns"]:
         asyncio.run(record())
-    asyncio.run(record_returns())
+    if sys.argv[1:] != ["orders"]:
+        asyncio.run(record_returns())

@@ -331,6 +331,27 @@ async def test_a_buyer_request_signalled_at_start_cancels_on_the_channel_before_
     assert [c.step for c in result.state.compensations_done] == ["cancel_on_channel"]
 
 
+async def test_availability_is_published_after_the_reservation_and_after_its_release(
+    time_skipping: WorkflowEnvironment,
+) -> None:
+    async with running_saga(time_skipping) as saga:
+        await saga.until(released)
+        await saga.handle.execute_update(OrderToCash.request_cancel, CancelRequest(reason="customer", requested_by="x"))
+        result = await saga.handle.result()
+    assert result.status is OrderStatus.CANCELLED
+    # Stock is shared with the other channels: they hear of the reservation and of its release.
+    assert saga.systems.availability == [["BOLT-M8-S", "NUT-M8-M"], ["BOLT-M8-S", "NUT-M8-M"]]
+
+
+async def test_a_listing_that_cannot_be_updated_never_holds_up_the_order(time_skipping: WorkflowEnvironment) -> None:
+    async with running_saga(time_skipping, FakeSystems(availability_failures=1)) as saga:
+        await saga.until(released)
+        await saga.ship()
+        result = await saga.handle.result()
+    assert result.status is OrderStatus.COMPLETED
+    assert not result.state.needs_attention and saga.systems.availability == []
+
+
 async def test_cancel_after_shipment_is_refused_with_the_reason(time_skipping: WorkflowEnvironment) -> None:
     # Invoicing fails once, so the saga is still running, parked, after everything shipped. (A cancel
     # of a partly shipped order is accepted: tests/workflows/test_partial_cancel.py.)

@@ -41,6 +41,13 @@ def test_histories_from_before_and_after_partial_cancellation_are_replayed() -> 
                for p in with_patch)  # fmt: skip
 
 
+def test_histories_from_before_and_after_availability_publishing_are_replayed() -> None:
+    with_patch = [p for p in HISTORIES if "publish-availability" in patches_in(p)]
+    assert [p for p in HISTORIES if "publish-availability" not in patches_in(p)], "no history from before the patch"
+    # The reservation and the release each published, in the background, with the new activity.
+    assert any(p.read_text().count('"publish_availability"') >= 2 for p in with_patch)
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_stored_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
@@ -51,6 +58,12 @@ async def test_a_stored_history_replays_without_nondeterminism(path: Path) -> No
 
 def test_there_are_stored_return_histories_to_replay() -> None:
     assert len(RETURN_HISTORIES) >= 2
+
+
+def test_return_histories_from_before_and_after_availability_publishing_are_replayed() -> None:
+    with_patch = [p for p in RETURN_HISTORIES if "publish-availability" in patches_in(p)]
+    assert [p for p in RETURN_HISTORIES if "publish-availability" not in patches_in(p)], "none from before the patch"
+    assert any('"publish_availability"' in p.read_text() for p in with_patch)
 
 
 @pytest.mark.parametrize("path", RETURN_HISTORIES, ids=[p.stem for p in RETURN_HISTORIES])

@@ -362,6 +362,8 @@ async def test_damaged_units_are_written_off_not_restocked_and_still_refunded(
     assert result.status is ReturnStatus.COMPLETED
     systems = saga.systems
     assert systems.restocked == {BOLT: 1}
+    # Only what went back on the shelf is for sale again: the channels hear of that SKU alone.
+    assert systems.availability == [[BOLT]]
     assert list(systems.item_receipts.values()) == [
         (None, {BOLT: 1}),
         ("WO-9", {BOLT: 1, NUT: 1}),
