@@ -31,7 +31,7 @@ from orderflow.canonical.channel_polling import (
     StartOrderSagaResult,
     StartOutcomeKind,
 )
-from orderflow.canonical.order import Channel, order_key
+from orderflow.canonical.order import Channel, Order, order_key
 from orderflow.canonical.saga import SIGNAL_CANCEL, TASK_QUEUE, CancelRequest, CancelSource
 from orderflow.webhooks.dispatch import StartOutcome, TemporalGateway
 
@@ -92,19 +92,25 @@ class ChannelPollingActivities:
             )
         return ChannelOrderChangePage(changes=[change_of(s) for s in page.orders], next_page=page.next_token)
 
-    @activity.defn(name=ACTIVITY_START_ORDER)
-    async def start_order_saga(self, input: StartOrderSagaInput) -> StartOrderSagaResult:
-        """Read the order and start its saga; already started is a duplicate, an AFN order is skipped with why."""
-        key = order_key(input.channel, input.channel_order_id)
+    async def _merchant_order(self, channel: Channel, channel_order_id: str) -> Order | str:
+        """The order as orderflow ships it, or why it is not ours to ship (fulfilled by the marketplace)."""
         with translated_failures():
-            _require_amazon(input.channel)
+            _require_amazon(channel)
             try:
-                order = await self.amazon.get_order(input.channel_order_id)
+                return await self.amazon.get_order(channel_order_id)
             except ValidationRejectedError as exc:
                 # Fulfilled by Amazon: nothing for our warehouse to do, so it is recorded, not parked.
                 if exc.vendor_code != "AFN":
                     raise
-                return StartOrderSagaResult(order_key=key, outcome=StartOutcomeKind.SKIPPED, reason=exc.message)
+                return exc.message
+
+    @activity.defn(name=ACTIVITY_START_ORDER)
+    async def start_order_saga(self, input: StartOrderSagaInput) -> StartOrderSagaResult:
+        """Read the order and start its saga; already started is a duplicate, an AFN order is skipped with why."""
+        key = order_key(input.channel, input.channel_order_id)
+        order = await self._merchant_order(input.channel, input.channel_order_id)
+        if isinstance(order, str):
+            return StartOrderSagaResult(order_key=key, outcome=StartOutcomeKind.SKIPPED, reason=order)
         outcome = await self.sagas.start_order(order, received_at_epoch_ms=int(time.time() * 1000))
         kind = StartOutcomeKind.STARTED if outcome is StartOutcome.STARTED else StartOutcomeKind.DUPLICATE
         return StartOrderSagaResult(order_key=order.key, outcome=kind)
@@ -125,14 +131,9 @@ class ChannelPollingActivities:
             return SignalCancelResult(order_key=key, signalled=True)
         if not input.buyer_request:
             return SignalCancelResult(order_key=key, signalled=False, reason="no saga running for this order")
-        with translated_failures():
-            _require_amazon(input.channel)
-            try:
-                order = await self.amazon.get_order(input.channel_order_id)
-            except ValidationRejectedError as exc:
-                if exc.vendor_code != "AFN":
-                    raise
-                return SignalCancelResult(order_key=key, signalled=False, reason=exc.message)
+        order = await self._merchant_order(input.channel, input.channel_order_id)
+        if isinstance(order, str):
+            return SignalCancelResult(order_key=key, signalled=False, reason=order)
         outcome = await self.sagas.start_order(order, received_at_epoch_ms=int(time.time() * 1000), cancel=request)
         if outcome is StartOutcome.DUPLICATE:
             return SignalCancelResult(order_key=key, signalled=False, reason="the order's saga has already ended")
