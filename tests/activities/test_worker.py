@@ -111,7 +111,7 @@ async def test_the_worker_registers_the_saga_and_every_activity_by_name(
     assert names == {
         "accept_order", "check_credit", "post_sales_order", "close_sales_order", "record_fulfillment",
         "invoice_order", "allocate", "release_allocation", "release_to_warehouse", "cancel_fulfillment_order",
-        "buy_label", "void_label", "confirm_shipment_on_channel", "cancel_on_channel",
+        "buy_label", "void_label", "confirm_shipment_on_channel", "cancel_on_channel", "publish_availability",
         # Partial cancellation of a partly shipped order.
         "cancel_unshipped_lines", "close_unshipped_lines",
         # Return to refund.
