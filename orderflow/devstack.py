@@ -4,7 +4,9 @@
 its port is free; a port that already answers as the expected service is reused (a Temporal server
 already on :7233 is used, not started twice), and a port held by anything else is an error. Every
 child runs in its own process group with its output in `.orderflow/logs/<name>.log`, so stopping
-the stack (SIGTERM, then SIGKILL after a grace period) leaves nothing behind.
+the stack (SIGTERM, then SIGKILL after a grace period) leaves nothing behind. With `encrypt=True`
+(`orderflow dev --encrypt`) every payload is encrypted, and a codec server joins the stack so the
+Temporal UI decodes them through it.
 
     async with DevStack(ports=StackPorts(temporal=7233)) as stack:
         print(stack.temporal_address, stack.sandbox_url, stack.webhook_url)
@@ -36,17 +38,21 @@ from temporalio.client import Client
 from orderflow.canonical.channel_polling import poller_schedule_id
 from orderflow.canonical.order import Channel
 from orderflow.canonical.saga import TASK_QUEUE
-from orderflow.settings import STATE_DIR, get_settings
+from orderflow.codec import EncryptionCodec, codec_from_settings, new_key
+from orderflow.settings import STATE_DIR, CodecSettings, get_settings
 from orderflow.store.db import upgrade
-from orderflow.temporal import DEFAULT_NAMESPACE, SEARCH_ATTRIBUTES, connect
+from orderflow.temporal import DEFAULT_NAMESPACE, FROM_SETTINGS, SEARCH_ATTRIBUTES, connect
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-ServiceName = Literal["temporal", "sandbox", "webhooks", "worker"]
+ServiceName = Literal["temporal", "sandbox", "webhooks", "worker", "codec"]
 SERVICES: tuple[ServiceName, ...] = ("temporal", "sandbox", "webhooks", "worker")
-# The webhook service and the worker talk to Temporal, so they start after it; the sandbox needs nothing.
-_FIRST_WAVE: tuple[ServiceName, ...] = ("temporal", "sandbox")
+# The codec server runs only when the stack encrypts payloads (`encrypt=True`).
+ALL_SERVICES: tuple[ServiceName, ...] = (*SERVICES, "codec")
+# The webhook service and the worker talk to Temporal, so they start after it; the sandbox and the
+# codec server need nothing (the UI is only told the codec server's URL).
+_FIRST_WAVE: tuple[ServiceName, ...] = ("temporal", "sandbox", "codec")
 _SECOND_WAVE: tuple[ServiceName, ...] = ("webhooks", "worker")
 
 # A worker finishes its in-flight activities before it exits (orderflow.temporal.GRACEFUL_SHUTDOWN, 10 s).
@@ -60,6 +66,8 @@ DEFAULT_START_TIMEOUT_SECONDS = 60.0
 # seen more recently than this counts as a running worker (one that died a moment ago does too).
 _LIVE_POLLER_SECONDS = 90.0
 _POLL_INTERVAL = 0.2
+# The key `encrypt=True` generates when none is configured, under the state directory.
+CODEC_KEY_FILE = "codec.key"
 
 
 class DevStackError(Exception):
@@ -89,6 +97,7 @@ class StackPorts:
     ui: int = 8233
     sandbox: int = 8700
     webhooks: int = 8000
+    codec: int = 8888
 
 
 @dataclass
@@ -163,6 +172,7 @@ class DevStack:
         stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
         env: Mapping[str, str] | None = None,
         amazon_poll_every: timedelta | None = DEFAULT_AMAZON_POLL_EVERY,
+        encrypt: bool = False,
     ) -> None:
         self.host = host
         self.ports = ports or StackPorts()
@@ -171,7 +181,9 @@ class DevStack:
         self.task_queue = task_queue
         self.ship_after_seconds = ship_after_seconds
         self.orders_per_minute = orders_per_minute
-        self.wanted: tuple[ServiceName, ...] = tuple(services)
+        self.encrypt = encrypt
+        wanted = tuple(services)
+        self.wanted: tuple[ServiceName, ...] = (*wanted, "codec") if encrypt and "codec" not in wanted else wanted
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
         self._extra_env = dict(env or {})
@@ -180,6 +192,10 @@ class DevStack:
         # The Amazon poller's schedules, by id: True if this stack created it, False if it was there.
         self.schedules: dict[str, bool] = {}
         self._client: Client | None = None
+        # Set by `start` when encrypting: the codec the stack's own client uses and the children's key settings.
+        self.codec: EncryptionCodec | None = None
+        self.codec_key_file: Path | None = None
+        self._codec_env: dict[str, str] = {}
 
     # ---- where everything is -----------------------------------------------------------------
 
@@ -210,6 +226,11 @@ class DevStack:
         return f"http://{self.host}:{self.ports.webhooks}"
 
     @property
+    def codec_url(self) -> str:
+        """The codec server the Temporal UI (and `temporal --codec-endpoint`) decode payloads through."""
+        return f"http://{self.host}:{self.ports.codec}"
+
+    @property
     def log_dir(self) -> Path:
         """Where each child's output goes, one `<name>.log` per service."""
         return self.state_dir / "logs"
@@ -221,6 +242,7 @@ class DevStack:
             "sandbox": self.sandbox_url,
             "webhooks": self.webhook_url,
             "worker": f"task queue {self.task_queue} on {self.temporal_address}",
+            "codec": self.codec_url,
         }[name]
 
     def child_pids(self) -> dict[ServiceName, int]:
@@ -249,10 +271,14 @@ class DevStack:
         On any failure, or if cancelled, the children started so far are stopped before the error propagates.
         """
         wanted = set(self.wanted if services is None else services)
-        unknown = wanted - set(SERVICES)
+        unknown = wanted - set(ALL_SERVICES)
         if unknown:
-            raise DevStackError(f"unknown services {sorted(unknown)}; the stack has {', '.join(SERVICES)}")
+            raise DevStackError(f"unknown services {sorted(unknown)}; the stack has {', '.join(ALL_SERVICES)}")
+        if "codec" in wanted and not self.encrypt:
+            raise DevStackError("the codec server is part of the stack only when it encrypts payloads (encrypt=True)")
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.encrypt and self.codec is None:
+            self._prepare_codec()
         try:
             for wave in (_FIRST_WAVE, _SECOND_WAVE):
                 todo = [name for name in wave if name in wanted and name not in self.services]
@@ -269,7 +295,7 @@ class DevStack:
 
     async def stop(self) -> None:
         """Stop every child this stack started, callers of Temporal first, Temporal last."""
-        order: tuple[tuple[ServiceName, ...], ...] = (("worker", "webhooks", "sandbox"), ("temporal",))
+        order: tuple[tuple[ServiceName, ...], ...] = (("worker", "webhooks", "sandbox", "codec"), ("temporal",))
         for wave in order:
             await asyncio.gather(*(self._stop_one(name) for name in wave if name in self.services))
         # A client of a server this stack stopped is useless; the next start connects afresh.
@@ -321,6 +347,7 @@ class DevStack:
             "sandbox": self.ports.sandbox,
             "webhooks": self.ports.webhooks,
             "worker": None,
+            "codec": self.ports.codec,
         }[name]
 
     async def _answers_as(self, name: ServiceName) -> bool:
@@ -330,6 +357,8 @@ class DevStack:
             return await _sandbox_is_healthy(self.sandbox_url)
         if name == "webhooks":
             return await _webhooks_are_healthy(self.webhook_url)
+        if name == "codec":
+            return await self._codec_is_healthy()
         return False
 
     def _argv(self, name: ServiceName) -> list[str]:
@@ -352,6 +381,8 @@ class DevStack:
             ]
             if self.namespace != DEFAULT_NAMESPACE:
                 argv += ["--namespace", self.namespace]
+            if self.encrypt:
+                argv += ["--ui-codec-endpoint", self.codec_url]
             for attribute, kind in SEARCH_ATTRIBUTES.items():
                 argv += ["--search-attribute", f"{attribute}={kind}"]
             return argv
@@ -377,6 +408,13 @@ class DevStack:
                 "--log-level",
                 "info",
             ]
+        if name == "codec":
+            argv = [*python, "orderflow.cli", "codec-server", "--host", self.host, "--port", str(self.ports.codec)]
+            for origin in dict.fromkeys(
+                f"http://{ui_host}:{self.ports.ui}" for ui_host in (self.host, "localhost", "127.0.0.1")
+            ):
+                argv += ["--ui-origin", origin]
+            return argv
         return [*python, "orderflow.cli", "worker", "--task-queue", self.task_queue]
 
     def _child_env(self) -> dict[str, str]:
@@ -401,6 +439,8 @@ class DevStack:
             "ORDERFLOW_NETSUITE__PRIVATE_KEY_FILE": str(self.state_dir / "sandbox" / "netsuite-m2m-key.pem"),
             "ORDERFLOW_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
+            # Only when the stack generated its own key; a configured key reaches the children as it is.
+            **self._codec_env,
         }
 
     async def _spawn(self, name: ServiceName) -> RunningService:
@@ -426,6 +466,7 @@ class DevStack:
             "sandbox": lambda: _sandbox_is_healthy(self.sandbox_url),
             "webhooks": lambda: _webhooks_are_healthy(self.webhook_url),
             "worker": lambda: self._worker_is_polling(since=svc.started_at - 1.0),
+            "codec": self._codec_is_healthy,
         }
         assert svc.process is not None
         deadline = time.monotonic() + self.start_timeout
@@ -447,6 +488,37 @@ class DevStack:
             return
         await terminate_group(svc.process, grace=self.stop_grace)
 
+    # ---- payload encryption -----------------------------------------------------------------------
+
+    def _prepare_codec(self) -> None:
+        """The stack's payload key: the configured one, else one generated once into the state directory."""
+        settings = get_settings().codec
+        if not settings.enabled:
+            self.codec_key_file = self.state_dir / CODEC_KEY_FILE
+            ensure_key_file(self.codec_key_file)
+            settings = CodecSettings(key_file=self.codec_key_file)
+            self._codec_env = {"ORDERFLOW_CODEC__KEY_FILE": str(self.codec_key_file)}
+        try:
+            self.codec = codec_from_settings(settings)
+        except ValueError as exc:
+            raise DevStackError(f"the payload encryption key is not usable: {exc}") from exc
+
+    async def _codec_is_healthy(self) -> bool:
+        """An orderflow codec server answers on the codec port, encrypting with this stack's key."""
+        from orderflow.cli.codec import SERVICE_NAME
+
+        try:
+            body = await _get_json(f"{self.codec_url}/healthz")
+        except (httpx.HTTPError, ValueError):
+            return False
+        # One with another key would show the UI garbage (or errors), so it is not this stack's.
+        return (
+            isinstance(body, dict)
+            and body.get("service") == SERVICE_NAME
+            and self.codec is not None
+            and body.get("key_id") == self.codec.key_id
+        )
+
     # ---- Temporal -------------------------------------------------------------------------------
 
     async def _temporal_client(self, wait_seconds: float) -> Client | None:
@@ -454,7 +526,9 @@ class DevStack:
             return self._client
         try:
             async with asyncio.timeout(wait_seconds):
-                self._client = await connect(self.temporal_address, self.namespace)
+                # Encrypting, the stack's own client (it creates the Amazon schedules) shares the children's key.
+                codec = self.codec if self.encrypt else FROM_SETTINGS
+                self._client = await connect(self.temporal_address, self.namespace, codec=codec)
         except (RuntimeError, TimeoutError):
             return None
         return self._client
@@ -537,12 +611,14 @@ _DESCRIPTION: dict[ServiceName, str] = {
     "sandbox": "the orderflow sandbox",
     "webhooks": "the orderflow webhook service",
     "worker": "a worker",
+    "codec": "the orderflow codec server (with this stack's key)",
 }
 _PORT_OPTION: dict[ServiceName, str] = {
     "temporal": "temporal-port",
     "sandbox": "sandbox-port",
     "webhooks": "webhook-port",
     "worker": "task-queue",
+    "codec": "codec-port",
 }
 
 
@@ -550,6 +626,21 @@ def _indexed_type(kind: str) -> IndexedValueType.ValueType:
     """`KeywordList` -> `INDEXED_VALUE_TYPE_KEYWORD_LIST`, the API's spelling of a search attribute type."""
     snake = "".join(f"_{ch}" if ch.isupper() and i else ch for i, ch in enumerate(kind)).upper()
     return IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{snake}")
+
+
+def ensure_key_file(path: Path) -> bool:
+    """Create a payload key file (mode 600) unless it exists; True if it was created now.
+
+    An existing file is kept, never replaced: it may be the only key that reads earlier histories.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(new_key() + "\n")
+    return True
 
 
 async def terminate_group(process: asyncio.subprocess.Process, *, grace: float) -> None:

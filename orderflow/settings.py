@@ -13,11 +13,14 @@ from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from orderflow.codec import CodecKey
 
 SANDBOX_URL = "http://127.0.0.1:8700"
 
@@ -202,6 +205,64 @@ class ReturnSettings(BaseModel):
     partial_receipt_grace: timedelta = timedelta(0)
 
 
+class CodecSettings(BaseModel):
+    """Payload encryption: the current key encrypts, old keys only decrypt; off while no key is configured.
+
+    A key is 32 random bytes, base64 (`orderflow codec-key` prints one). Give it inline (`key`, from the
+    environment: ORDERFLOW_CODEC__KEY) or as a file holding it (`key_file`, e.g. a mounted secret). To
+    rotate, make the new key current and move the old one to `old_keys` (`id=base64key`, comma-separated)
+    or to `old_keys_file` (one `id=base64key` a line), so histories it encrypted still read.
+    """
+
+    # A validation error (a wrong type, an unknown field) must not echo a key back into a log.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    # Written next to every payload so decoding knows which key to use; unset, the key's fingerprint.
+    key_id: str | None = None
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    old_keys: SecretStr | None = None
+    old_keys_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when a key is configured, so every client encrypts its payloads."""
+        return self.key is not None or self.key_file is not None
+
+    def current_key(self) -> CodecKey | None:
+        """The key new payloads are encrypted with, read from the environment or its file; None when off."""
+        from orderflow.codec import CodecKey
+
+        # Checked here, when a client is built at process start, not by a validator: pydantic's error
+        # for a model echoes its whole input, and that would put the key in a log.
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set either codec key or codec key_file, not both")
+        if self.key is not None:
+            return CodecKey.from_base64(self.key.get_secret_value(), self.key_id)
+        if self.key_file is not None:
+            return CodecKey.from_base64(_read_secret_file(self.key_file, "key_file"), self.key_id)
+        return None
+
+    def decryption_keys(self) -> list[CodecKey]:
+        """The old keys, kept to decrypt payloads written before the last rotation."""
+        from orderflow.codec import parse_key_list
+
+        keys = []
+        if self.old_keys is not None:
+            keys.extend(parse_key_list(self.old_keys.get_secret_value()))
+        if self.old_keys_file is not None:
+            keys.extend(parse_key_list(_read_secret_file(self.old_keys_file, "old_keys_file")))
+        return keys
+
+
+def _read_secret_file(path: Path, name: str) -> str:
+    try:
+        return path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        # The message names the file, never its content.
+        raise ValueError(f"codec {name} {str(path)!r} cannot be read: {type(exc).__name__}") from exc
+
+
 class Settings(BaseSettings):
     """Everything orderflow reads from its environment."""
 
@@ -218,6 +279,7 @@ class Settings(BaseSettings):
     carrier: CarrierSettings = CarrierSettings()
     amazon: AmazonSettings = AmazonSettings()
     returns: ReturnSettings = ReturnSettings()
+    codec: CodecSettings = CodecSettings()
 
     # SQLite under the state directory by default; PostgreSQL in production, e.g.
     # postgresql://orderflow@db:5432/orderflow (the async driver is chosen for you).

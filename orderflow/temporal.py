@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from orderflow.canonical.order import Order
 from orderflow.canonical.return_saga import ReturnStatus
@@ -50,6 +54,7 @@ __all__ = [
     "CUSTOMER_ID",
     "DEFAULT_ADDRESS",
     "DEFAULT_NAMESPACE",
+    "FROM_SETTINGS",
     "NEEDS_ATTENTION",
     "ORDER_STATUS",
     "ORDER_TOTAL",
@@ -59,6 +64,7 @@ __all__ = [
     "TASK_QUEUE",
     "TRACKING_NUMBERS",
     "connect",
+    "data_converter",
     "initial_return_search_attributes",
     "initial_search_attributes",
 ]
@@ -90,6 +96,52 @@ def initial_return_search_attributes(return_request: Return) -> TypedSearchAttri
     )
 
 
-async def connect(address: str = DEFAULT_ADDRESS, namespace: str = DEFAULT_NAMESPACE) -> Client:
-    """A Temporal client that (de)serialises orderflow's pydantic models exactly (Decimal, datetime)."""
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+class _FromSettings(enum.Enum):
+    """Marks "take the payload codec from orderflow's settings" apart from an explicit None (no codec)."""
+
+    FROM_SETTINGS = enum.auto()
+
+
+FROM_SETTINGS = _FromSettings.FROM_SETTINGS
+
+
+def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
+    """The data converter for orderflow's pydantic models, encrypting payloads when a codec is given."""
+    if codec is None:
+        return pydantic_data_converter
+    # Failure messages and stack traces are not payloads; without this they would stay plaintext in
+    # history, and an adapter error may quote an address. Encoded, they move into the encrypted payload.
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+async def connect(
+    address: str = DEFAULT_ADDRESS,
+    namespace: str = DEFAULT_NAMESPACE,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+    codec: PayloadCodec | _FromSettings | None = FROM_SETTINGS,
+) -> Client:
+    """A Temporal client that (de)serialises orderflow's pydantic models exactly (Decimal, datetime).
+
+    Payloads are encrypted when the settings configure a codec key (or a codec is passed explicitly).
+    """
+    if isinstance(codec, _FromSettings):
+        codec = _codec_from_settings()
+    return await Client.connect(
+        address,
+        namespace=namespace,
+        data_converter=data_converter(codec),
+        interceptors=list(interceptors),
+    )
+
+
+def _codec_from_settings() -> PayloadCodec | None:
+    # Imported here so a plain `import orderflow.temporal` (workflow sandbox, tests) never reads the environment.
+    from orderflow.codec import codec_from_settings
+    from orderflow.settings import get_settings
+
+    return codec_from_settings(get_settings().codec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import amazon, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
+from orderflow.cli import amazon, codec, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -22,6 +22,8 @@ app.add_typer(amazon.app, name="amazon")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)
+app.command("codec-server")(codec.codec_server)
+app.command("codec-key")(codec.codec_key)
 
 
 def main() -> None:

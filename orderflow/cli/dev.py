@@ -12,7 +12,7 @@ from rich.console import Console
 
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.cli.connection import TaskQueueOption, fail
-from orderflow.devstack import SERVICES, DevStack, DevStackError, PortInUseError, StackPorts
+from orderflow.devstack import ALL_SERVICES, DevStack, DevStackError, PortInUseError, StackPorts
 from orderflow.settings import STATE_DIR
 
 
@@ -32,14 +32,28 @@ def dev(
     state_dir: Annotated[
         Path, typer.Option("--state-dir", file_okay=False, help="Temporal's database and the logs go here.")
     ] = STATE_DIR,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help="Encrypt every payload and start a codec server the Temporal UI decodes through; without "
+            "ORDERFLOW_CODEC__KEY(_FILE), a key is generated once into <state-dir>/codec.key.",
+        ),
+    ] = False,
+    codec_port: Annotated[
+        int, typer.Option("--codec-port", min=1, max=65535, help="Codec server port (with --encrypt).")
+    ] = 8888,
 ) -> None:
     """Start Temporal (UI on :8233), the sandbox, the webhook service and a worker; Ctrl-C stops them all."""
     stack = DevStack(
-        ports=StackPorts(temporal=temporal_port, ui=ui_port, sandbox=sandbox_port, webhooks=webhook_port),
+        ports=StackPorts(
+            temporal=temporal_port, ui=ui_port, sandbox=sandbox_port, webhooks=webhook_port, codec=codec_port
+        ),
         state_dir=state_dir,
         task_queue=task_queue,
         ship_after_seconds=ship_after,
         orders_per_minute=orders_per_minute,
+        encrypt=encrypt,
     )
     code = asyncio.run(_run(stack))
     raise typer.Exit(code)
@@ -103,7 +117,7 @@ def _where(stack: DevStack) -> str:
     lines = ["[bold green]orderflow local stack is up[/]"]
     if "temporal" in stack.services:
         lines.append(f"  {'Temporal UI':<12} [bold]{stack.ui_url}[/]")
-    for name in SERVICES:
+    for name in ALL_SERVICES:
         svc = stack.services.get(name)
         if svc is None:
             continue
@@ -113,5 +127,25 @@ def _where(stack: DevStack) -> str:
         every = stack.amazon_poll_every.total_seconds() / 60 if stack.amazon_poll_every else 0
         made = "created" if created else "already there, left as it is"
         lines.append(f"  {'schedule':<12} {schedule_id}: polls Amazon every {every:g} min ({made})")
+    if stack.codec is not None:
+        lines.append(_encryption(stack))
     lines.append(f"  {'logs':<12} {stack.log_dir}/<service>.log")
+    return "\n".join(lines)
+
+
+def _encryption(stack: DevStack) -> str:
+    """How payloads are encrypted, and how to read them, for the stack's startup banner."""
+    assert stack.codec is not None
+    source = f"key file {stack.codec_key_file}" if stack.codec_key_file else "the configured key"
+    lines = [
+        f"  {'encryption':<12} payloads encrypted with key id {stack.codec.key_id} ({source})",
+        f"  {'':<12} CLI: temporal workflow show --codec-endpoint {stack.codec_url} -w <workflow id>",
+    ]
+    temporal = stack.services.get("temporal")
+    if temporal is not None and temporal.reused:
+        # A server started elsewhere was not told about the codec server; the UI can still be pointed at it.
+        lines.append(
+            f"  {'':<12} [yellow]Temporal was already running, so its UI does not know the codec server: "
+            f"set the UI's codec server (its codec settings) to {stack.codec_url}[/]"
+        )
     return "\n".join(lines)
