@@ -45,6 +45,8 @@ UPDATE_APPROVE_CREDIT = "request_credit_approval"
 UPDATE_RETRY = "request_retry"
 UPDATE_SKIP = "request_skip"
 QUERY_STATUS = "status"
+# The step name of an operator's retry or skip in `steps_done`, whose detail says who chose it and why.
+OPERATOR_RECORD = "operator"
 
 
 class OrderStatus(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import amazon, codec, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
+from orderflow.cli import amazon, attention, codec, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -19,6 +19,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(inbox.app, name="inbox")
 app.add_typer(xref.app, name="xref")
 app.add_typer(amazon.app, name="amazon")
+app.add_typer(attention.app, name="attention")
 app.command("worker")(worker.worker)
 app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)

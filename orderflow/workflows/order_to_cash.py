@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.canonical import AllocationStatus, Label, Order, Parcel, PaymentTerms, Shipment
     from orderflow.canonical.fulfillment import Allocation, CancellationOutcome
     from orderflow.canonical.saga import (
+        OPERATOR_RECORD,
         QUERY_STATUS,
         SIGNAL_APPROVE_CREDIT,
         SIGNAL_CANCEL,
@@ -173,6 +174,8 @@ class OrderToCash:
         self.lines_cancelled: dict[str, int] = {}
         self.credit_approval: CreditApproval | None = None
         self.operator_choice: str | None = None
+        # Who chose it and why: recorded in the steps done when the parked step resumes.
+        self.operator_command: OperatorCommand | None = None
         self.stock_signalled = False
         self.shipments: dict[str, Shipment] = {}
         self.confirmed_shipments: set[str] = set()
@@ -292,7 +295,8 @@ class OrderToCash:
                     )
                 )
             assert self.credit_approval is not None
-            self._done(SagaStep.CREDIT_CHECK, f"approved by {self.credit_approval.approved_by} after hold")
+            why = f": {self.credit_approval.note}" if self.credit_approval.note else ""
+            self._done(SagaStep.CREDIT_CHECK, f"approved by {self.credit_approval.approved_by} after hold{why}")
         else:
             self._done(SagaStep.CREDIT_CHECK, result.reason)
         self._set_status(OrderStatus.CREDIT_APPROVED)
@@ -642,6 +646,10 @@ class OrderToCash:
         """Run the compensations of every step begun, newest first, then tell the channel."""
         self.cancel_request = request
         self._set_status(OrderStatus.CANCELLING)
+        if request.source is CancelSource.OPERATOR:
+            # Who cancelled, beside why (the cancel reason), in the record of operators' choices.
+            who = request.requested_by or "an unnamed operator"
+            self.steps_done.append(self._record(OPERATOR_RECORD, f"cancel by {who}: {request.reason}"))
         self._clear_attention()
         await self.compensations.run_in_reverse(self._compensate)
         if request.source is not CancelSource.CHANNEL:
@@ -679,7 +687,7 @@ class OrderToCash:
                     reason = f"{error.type}: {error.message}"
                 self._raise_attention(step.value, f"compensation failed: {reason}", skippable=True)
                 await self._wait(lambda: self.operator_choice is not None)
-                choice, self.operator_choice = self.operator_choice, None
+                choice = self._take_operator_choice()
                 self._clear_attention()
                 if choice == "skip":
                     return None
@@ -708,7 +716,7 @@ class OrderToCash:
                 self._clear_attention()
                 await self.cancel_unshipped()
                 continue
-            choice, self.operator_choice = self.operator_choice, None
+            choice = self._take_operator_choice()
             self._clear_attention()
             if choice == "skip":
                 return None
@@ -886,6 +894,23 @@ class OrderToCash:
             return f"order {self.order.key} is not on credit hold (status {self.status.value})"
         return None
 
+    def _choose(self, choice: str, command: OperatorCommand) -> None:
+        self.operator_choice = choice
+        self.operator_command = command
+
+    def _take_operator_choice(self) -> str:
+        """The operator's retry or skip, recorded in the steps done with who chose it and why."""
+        choice, command = self.operator_choice, self.operator_command
+        assert choice is not None and command is not None
+        self.operator_choice, self.operator_command = None, None
+        # Recorded as the parked step resumes, with the attention cleared in the same breath, so the
+        # state (and the order view) changes at the same moments as before: stored histories replay.
+        why = f": {command.note}" if command.note else ""
+        self.steps_done.append(
+            self._record(OPERATOR_RECORD, f"{choice} {self.attention_step} by {command.requested_by}{why}")
+        )
+        return choice
+
     def _operator_refusal(self, choice: str) -> str | None:
         if not self._is_parked():
             return f"order {self.order.key} is not parked (status {self.status.value})"
@@ -965,13 +990,13 @@ class OrderToCash:
     def on_retry(self, command: OperatorCommand) -> None:
         """Retry the parked step after fixing its data."""
         if self._operator_refusal("retry") is None:
-            self.operator_choice = "retry"
+            self._choose("retry", command)
 
     @workflow.update(name=UPDATE_RETRY)
     def request_retry(self, command: OperatorCommand) -> ActionOutcome:
         """Retry the parked step and say which."""
         step = self.attention_step
-        self.operator_choice = "retry"
+        self._choose("retry", command)
         return ActionOutcome(accepted=True, message=f"retrying {step} of {self.order.key}")
 
     @request_retry.validator
@@ -984,13 +1009,13 @@ class OrderToCash:
     def on_skip(self, command: OperatorCommand) -> None:
         """Skip the parked step, where the step allows it."""
         if self._operator_refusal("skip") is None:
-            self.operator_choice = "skip"
+            self._choose("skip", command)
 
     @workflow.update(name=UPDATE_SKIP)
     def request_skip(self, command: OperatorCommand) -> ActionOutcome:
         """Skip the parked step and say which."""
         step = self.attention_step
-        self.operator_choice = "skip"
+        self._choose("skip", command)
         return ActionOutcome(accepted=True, message=f"skipping {step} of {self.order.key}")
 
     @request_skip.validator

@@ -88,7 +88,7 @@ with workflow.unsafe.imports_passed_through():
         return_step_key,
     )
     from orderflow.canonical.returns import Return, ReturnLine, ReturnReceipt
-    from orderflow.canonical.saga import order_reference
+    from orderflow.canonical.saga import OPERATOR_RECORD, order_reference
     from orderflow.temporal import CHANNEL, CUSTOMER_ID, NEEDS_ATTENTION, RETURN_STATUS
     from orderflow.workflows.availability import AvailabilityPublications
     from orderflow.workflows.compensation import Compensation, Compensations
@@ -287,6 +287,8 @@ class ReturnToRefund:
         self.parked = False
         self.parked_skippable = False
         self.operator_choice: str | None = None
+        # Who chose it and why: recorded in the steps done when the parked step resumes.
+        self.operator_command: OperatorCommand | None = None
         self.cancel_request: CancelRequest | None = None
         self.cancel_refusals: list[str] = []
         self.order: Order | None = None
@@ -764,6 +766,10 @@ class ReturnToRefund:
         """Undo every step begun, newest first, then cancel the channel's return unless the channel asked."""
         self.cancel_request = request
         self._set_status(ReturnStatus.CANCELLING)
+        if request.source is CancelSource.OPERATOR:
+            # Who cancelled, beside why (the cancel reason), in the record of operators' choices.
+            who = request.requested_by or "an unnamed operator"
+            self.steps_done.append(self._record(OPERATOR_RECORD, f"cancel by {who}: {request.reason}"))
         self._clear_attention()
         await self.compensations.run_in_reverse(self._compensate)
         if self._channel_return() and request.source is not CancelSource.CHANNEL:
@@ -800,7 +806,7 @@ class ReturnToRefund:
                     raise
                 self._raise_attention(step.value, f"compensation failed: {reason}", skippable=True)
                 await self._wait(lambda: self.operator_choice is not None)
-                choice, self.operator_choice = self.operator_choice, None
+                choice = self._take_operator_choice()
                 self._clear_attention()
                 if choice == "skip":
                     return None
@@ -824,7 +830,7 @@ class ReturnToRefund:
                     raise
             self._raise_attention(step, reason, skippable=skippable)
             await self._wait(lambda: self.operator_choice is not None)
-            choice, self.operator_choice = self.operator_choice, None
+            choice = self._take_operator_choice()
             self._clear_attention()
             if choice == "skip":
                 return None
@@ -940,6 +946,23 @@ class ReturnToRefund:
             return f"return {self.key} is already being cancelled ({self.cancel_request.reason})"
         return None
 
+    def _choose(self, choice: str, command: OperatorCommand) -> None:
+        self.operator_choice = choice
+        self.operator_command = command
+
+    def _take_operator_choice(self) -> str:
+        """The operator's retry or skip, recorded in the steps done with who chose it and why."""
+        choice, command = self.operator_choice, self.operator_command
+        assert choice is not None and command is not None
+        self.operator_choice, self.operator_command = None, None
+        # Recorded as the parked step resumes, with the attention cleared in the same breath, so the
+        # state (and the order view) changes at the same moments as before: stored histories replay.
+        why = f": {command.note}" if command.note else ""
+        self.steps_done.append(
+            self._record(OPERATOR_RECORD, f"{choice} {self.attention_step} by {command.requested_by}{why}")
+        )
+        return choice
+
     def _operator_refusal(self, choice: str) -> str | None:
         if not self._is_parked():
             return f"return {self.key} is not parked (status {self.status.value})"
@@ -976,13 +999,13 @@ class ReturnToRefund:
     def on_retry(self, command: OperatorCommand) -> None:
         """Retry the parked step after fixing its data."""
         if self._operator_refusal("retry") is None:
-            self.operator_choice = "retry"
+            self._choose("retry", command)
 
     @workflow.update(name=UPDATE_RETRY)
     def request_retry(self, command: OperatorCommand) -> ActionOutcome:
         """Retry the parked step and say which."""
         step = self.attention_step
-        self.operator_choice = "retry"
+        self._choose("retry", command)
         return ActionOutcome(accepted=True, message=f"retrying {step} of {self.key}")
 
     @request_retry.validator
@@ -995,13 +1018,13 @@ class ReturnToRefund:
     def on_skip(self, command: OperatorCommand) -> None:
         """Skip the parked step, where the step allows it."""
         if self._operator_refusal("skip") is None:
-            self.operator_choice = "skip"
+            self._choose("skip", command)
 
     @workflow.update(name=UPDATE_SKIP)
     def request_skip(self, command: OperatorCommand) -> ActionOutcome:
         """Skip the parked step and say which."""
         step = self.attention_step
-        self.operator_choice = "skip"
+        self._choose("skip", command)
         return ActionOutcome(accepted=True, message=f"skipping {step} of {self.key}")
 
     @request_skip.validator
