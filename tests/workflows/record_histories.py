@@ -13,6 +13,11 @@ the sagas that began under them are still proven to replay):
 - `..._with_availability`: the `publish-availability` patch, availability published to the channels
   in the background after each reservation and release (`... record_histories.py orders` records only these).
 
+`order_to_cash_operator_*` and `return_to_refund_operator_retry` were recorded (by a one-off script, with
+the stand-in systems failing on purpose) just before the sagas recorded who retried, skipped or
+cancelled and why: retry and skip, an operator's cancel whose undo was retried, a return retried.
+They prove those records did not change what a running saga does.
+
 Return to refund (`return_to_refund_*`, recorded by `record_returns`; `... record_histories.py returns`
 records only these): a return received in two boxes, one with damaged units, and a return
 cancelled before anything came back; `..._with_availability`: the `publish-availability` patch
