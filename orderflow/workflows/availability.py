@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from orderflow import metrics
     from orderflow.activities.availability import AvailabilityActivities
     from orderflow.canonical.saga import PublishAvailabilityInput
 
@@ -43,13 +44,13 @@ class AvailabilityPublications:
         """Tell the channels, in the background, how many units of these SKUs the warehouse can still ship."""
         wanted = sorted(set(skus))
         if self.enabled and wanted:
-            self.running.append(asyncio.ensure_future(self._send(wanted)))
+            self.running.append(asyncio.ensure_future(self._send(wanted, workflow.now())))
 
     async def settled(self) -> None:
         """Wait for every publication started (none ever raises)."""
         await asyncio.gather(*self.running)
 
-    async def _send(self, skus: list[str]) -> None:
+    async def _send(self, skus: list[str], stock_moved_at: datetime) -> None:
         try:
             await workflow.execute_activity_method(
                 AvailabilityActivities.publish_availability,
@@ -57,5 +58,6 @@ class AvailabilityPublications:
                 start_to_close_timeout=AVAILABILITY_TIMEOUT,
                 retry_policy=AVAILABILITY_RETRY,
             )
+            metrics.inventory_published(stock_moved_at)
         except ActivityError as error:
             workflow.logger.warning("availability of %s not published: %s", ", ".join(skus), error.cause or error)

@@ -25,6 +25,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from orderflow import metrics
     from orderflow.activities.carrier import CarrierActivities
     from orderflow.activities.channel import ChannelActivities
     from orderflow.activities.erp import ErpActivities
@@ -200,6 +201,7 @@ class OrderToCash:
     async def run(self, input: OrderToCashInput) -> OrderToCashResult:
         """Take the order through every step; on cancel or deadline, compensate in reverse."""
         self._publish()
+        metrics.order_started(self.order.channel.value)
         view = self._start_order_view()
         self.partial_cancel_allowed = workflow.patched(PARTIAL_CANCEL_PATCH)
         # After stock moves, the channels hear what is left (workflows/availability.py).
@@ -371,6 +373,7 @@ class OrderToCash:
         self.erp_order_id = result.sales_order.erp_order_id
         self.ids["erp_order_id"] = self.erp_order_id
         self._done(SagaStep.POST_TO_ERP, f"sales order {self.erp_order_id}")
+        metrics.order_posted_to_erp(self.order.channel.value, self.input.received_at_epoch_ms)
         self._set_status(OrderStatus.POSTED)
 
     async def buy_label(self) -> None:
@@ -469,6 +472,7 @@ class OrderToCash:
         on_channel = await self._step(SagaStep.CONFIRM, lambda: self._confirm_on_channel(request), skippable=True)
         if on_channel is not None:
             self.ids["channel_fulfillment_ids"].append(on_channel.channel_fulfillment_id)
+            metrics.shipment_confirmed_on_channel(self.order.channel.value, shipment.shipped_at)
         elif self._channel_cancelled():
             detail += "; not sent to the channel, which cancelled the order"
         in_erp = await self._step(
@@ -744,6 +748,8 @@ class OrderToCash:
         self.attention_reason = reason
         self.parked_skippable = skippable if parked else False
         self.parked = parked
+        if parked:
+            metrics.order_parked(self.order.channel.value, self.attention_step)
         workflow.logger.warning("order %s needs attention at %s: %s", self.order.key, self.attention_step, reason)
         self._stage(NEEDS_ATTENTION.value_set(True))
 
@@ -763,6 +769,7 @@ class OrderToCash:
         if status is self.status:
             return
         self.status = status
+        metrics.order_status_changed(self.order.channel.value, status.value)
         self._stage(ORDER_STATUS.value_set(status.value))
 
     def _publish(self) -> None:
@@ -906,6 +913,7 @@ class OrderToCash:
         # Recorded as the parked step resumes, with the attention cleared in the same breath, so the
         # state (and the order view) changes at the same moments as before: stored histories replay.
         why = f": {command.note}" if command.note else ""
+        metrics.order_resumed(self.order.channel.value, self.attention_step or "", choice)
         self.steps_done.append(
             self._record(OPERATOR_RECORD, f"{choice} {self.attention_step} by {command.requested_by}{why}")
         )
