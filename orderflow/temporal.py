@@ -70,8 +70,17 @@ __all__ = [
 ]
 
 
-def initial_search_attributes(order: Order) -> TypedSearchAttributes:
-    """The search attributes a saga starts with, so it is findable in the Temporal UI from its first moment."""
+def initial_search_attributes(order: Order, *, hide_emails: bool | None = None) -> TypedSearchAttributes:
+    """The search attributes a saga starts with, so it is findable in the Temporal UI from its first moment.
+
+    Search attributes are stored in plaintext even when payloads are encrypted, so with encryption
+    on (`hide_emails` defaults to it) a customer known only by email (a guest, an Amazon buyer's
+    anonymised address) gets no CustomerId until accept sets the ERP customer's id.
+    """
+    if hide_emails is None:
+        from orderflow.settings import get_settings
+
+        hide_emails = get_settings().codec.enabled
     pairs: list[SearchAttributePair[str] | SearchAttributePair[bool] | SearchAttributePair[float]] = [
         SearchAttributePair(ORDER_STATUS, OrderStatus.RECEIVED.value),
         SearchAttributePair(CHANNEL, order.channel.value),
@@ -80,7 +89,7 @@ def initial_search_attributes(order: Order) -> TypedSearchAttributes:
         SearchAttributePair(ORDER_TOTAL, float(order.total.amount)),
     ]
     customer_id = order.customer.channel_customer_id or order.customer.email
-    if customer_id:
+    if customer_id and not (hide_emails and "@" in customer_id):
         pairs.append(SearchAttributePair(CUSTOMER_ID, customer_id))
     return TypedSearchAttributes(pairs)
 

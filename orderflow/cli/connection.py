@@ -50,6 +50,9 @@ async def connect_or_exit(address: str, namespace: str) -> Client:
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
             return await connect(address, namespace)
+    except ValueError as exc:
+        # A payload-encryption key that cannot be used; the message names the setting, never the key.
+        fail(f"the payload encryption settings are not usable: {exc}", 2)
     # The SDK reports a failed connect as a bare RuntimeError ("Failed client connect: ...").
     except (RuntimeError, TimeoutError) as exc:
         fail(
