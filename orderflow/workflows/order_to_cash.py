@@ -111,6 +111,10 @@ PARTIAL_CANCEL_PATCH = "partial-cancel"
 SKIPPABLE = frozenset({SagaStep.BUY_LABEL, SagaStep.CONFIRM, SagaStep.INVOICE})
 TERMINAL = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED})
 
+# Sagas begun before it accepted a retry or skip during a credit hold, which nothing read until a
+# later step parked and was then "retried" with nobody asking; newer sagas refuse it.
+CREDIT_HOLD_GUARD_PATCH = "credit-hold-refuses-retry"
+
 # Parcel sizing: packaging weight and box sizes (inches) by total weight tier (ounces).
 PACKAGING_OZ = Decimal(4)
 DEFAULT_ITEM_OZ = Decimal(16)
@@ -169,6 +173,7 @@ class OrderToCash:
         self.cancel_refusals: list[str] = []
         # A cancel accepted once part has shipped: what has not shipped is cancelled, the rest goes on.
         self.partial_cancel_allowed = False  # decided by the patch when the saga starts
+        self.credit_hold_guarded = False  # likewise
         self.partial_cancel: CancelRequest | None = None
         self.partial_cancel_running = False
         self.partial_cancel_done = False
@@ -204,6 +209,7 @@ class OrderToCash:
         metrics.order_started(self.order.channel.value)
         view = self._start_order_view()
         self.partial_cancel_allowed = workflow.patched(PARTIAL_CANCEL_PATCH)
+        self.credit_hold_guarded = workflow.patched(CREDIT_HOLD_GUARD_PATCH)
         # After stock moves, the channels hear what is left (workflows/availability.py).
         self.availability.start()
         try:
@@ -920,6 +926,8 @@ class OrderToCash:
         return choice
 
     def _operator_refusal(self, choice: str) -> str | None:
+        if self.credit_hold_guarded and self.status is OrderStatus.CREDIT_HOLD:
+            return f"order {self.order.key} is on credit hold: approve-credit releases it, cancel ends it"
         if not self._is_parked():
             return f"order {self.order.key} is not parked (status {self.status.value})"
         if self.operator_choice is not None:

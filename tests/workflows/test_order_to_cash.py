@@ -236,6 +236,29 @@ async def test_credit_hold_waits_for_approval(time_skipping: WorkflowEnvironment
     assert "approved by credit-team" in (result.state.steps_done[1].detail or "")
 
 
+async def test_a_retry_during_a_credit_hold_is_refused_and_never_retries_a_later_step_by_itself(
+    time_skipping: WorkflowEnvironment,
+) -> None:
+    # Invoicing fails once: had the retry sent during the hold been kept, the parked invoice step
+    # would have been retried at once with nobody asking.
+    systems = FakeSystems(terms=PaymentTerms.TERMS, credit=CreditDecision.HOLD, failures={"invoice_order": 1})
+    async with running_saga(time_skipping, systems, terms=True) as saga:
+        await saga.until(lambda s: s.status is OrderStatus.CREDIT_HOLD)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await saga.handle.execute_update(OrderToCash.request_retry, OperatorCommand(requested_by="ops"))
+        assert "on credit hold: approve-credit releases it" in str(refused.value.cause)
+        await saga.handle.signal(OrderToCash.on_retry, OperatorCommand(requested_by="ops"))  # ignored too
+        await saga.handle.execute_update(OrderToCash.request_credit_approval, CreditApproval(approved_by="credit"))
+        await saga.until(released)
+        await saga.ship()
+        state = await saga.until(lambda s: s.needs_attention and s.attention_step == "invoice")
+        assert systems.calls.count("invoice_order") == 1
+        await saga.handle.execute_update(OrderToCash.request_retry, OperatorCommand(requested_by="ops"))
+        result = await saga.handle.result()
+    assert state.attention_step == "invoice" and result.status is OrderStatus.COMPLETED
+    assert systems.calls.count("invoice_order") == 2
+
+
 async def test_the_credit_hold_deadline_cancels_and_tells_the_channel(time_skipping: WorkflowEnvironment) -> None:
     systems = FakeSystems(terms=PaymentTerms.TERMS, credit=CreditDecision.HOLD)
     async with running_saga(time_skipping, systems, terms=True) as saga:
