@@ -445,13 +445,17 @@ class DevStack:
 
     async def _spawn(self, name: ServiceName) -> RunningService:
         log_file = self.log_dir / f"{name}.log"
+        env = self._child_env()
+        if name == "temporal":
+            # The Go server reads OTEL_* too and refuses `console`; its tracing is not orderflow's.
+            env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
         with log_file.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
                 *self._argv(name),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self._child_env(),
+                env=env,
                 # Its own session and process group: Ctrl-C at the terminal reaches only `orderflow dev`,
                 # which then stops each child's whole group, grandchildren included.
                 start_new_session=True,

@@ -2,6 +2,8 @@
 
 One `httpx.AsyncClient` is shared by every adapter, so connections to each vendor are pooled and
 reused across activities; its pool is sized for the number of activities the worker runs at once.
+With tracing on (`orderflow.telemetry`), the worker's workflows and activities join each order's
+trace, and every request of that client is a span of it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from orderflow import telemetry
 from orderflow.activities import CarrierActivities, ChannelActivities, ErpActivities, WarehouseActivities
 from orderflow.activities.availability import AvailabilityActivities
 from orderflow.activities.channel_polling import ChannelPollingActivities
@@ -156,7 +159,19 @@ def build_worker(
     """A worker for both sagas and their activities on `task_queue`; the order view in `database`.
 
     Without a database, the one in settings is used (its connections close with the process).
+    With tracing on, `http` is instrumented: each adapter call becomes a span of its order's trace.
     """
+    telemetry.instrument_http_client(
+        http,
+        systems={
+            settings.netsuite.base_url: "netsuite",
+            settings.wms.base_url: "wms",
+            settings.carrier.base_url: "carrier",
+            settings.shopify.base_url: "shopify",
+            settings.amazon.base_url: "amazon",
+            settings.amazon.lwa_url: "amazon",
+        },
+    )
     database = database or Database(database_url(settings))
     # Feeds carry no idempotency key: every worker finds the feeds sent under a key in one table.
     amazon = AmazonClient(http, settings.amazon, ledger=AmazonFeedLedger(database))
@@ -171,6 +186,8 @@ def build_worker(
         ],
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # Workflow and activity spans, continuing the trace the saga's start carried in its headers.
+        interceptors=telemetry.worker_interceptors(client),
     )
 
 
@@ -186,6 +203,7 @@ async def run_worker(
         client = await connect(
             os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
             os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
+            interceptors=telemetry.client_interceptors(),
         )
     database = Database(database_url(settings))
     try:

@@ -18,6 +18,8 @@ from orderflow.cli.connection import (
 )
 from orderflow.settings import get_settings
 
+SERVICE_NAME = "orderflow-worker"
+
 
 def worker(
     task_queue: TaskQueueOption = TASK_QUEUE,
@@ -26,7 +28,14 @@ def worker(
 ) -> None:
     """Run a worker: the order-to-cash saga and its activities, against the systems in settings."""
     from orderflow.store.db import DatabaseNotMigratedError
+    from orderflow.telemetry import TracingConfigError, configure_tracing
 
+    try:
+        # Traces go where the OTEL_* variables say (off when none are set); see docs/operations.md.
+        configure_tracing(SERVICE_NAME)
+    except TracingConfigError as exc:
+        typer.secho(f"the worker will not start: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
     try:
         asyncio.run(_run(task_queue=task_queue, address=address, namespace=namespace))
     except DatabaseNotMigratedError as exc:

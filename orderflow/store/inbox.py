@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from orderflow.store.db import Base, Database
+from orderflow.telemetry import current_traceparent
 
 
 class InboxStatus(StrEnum):
@@ -69,6 +70,9 @@ class InboxEvent(Base):
     workflow_id: Mapped[str | None] = mapped_column(Text, nullable=True)
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
     settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The W3C trace context of the request that stored the row: the relay's dispatch, however late
+    # and on whichever replica, continues the order's trace from it. Null while tracing is off.
+    traceparent: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,13 @@ async def receive(
     outcome: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     error: str | None = None,
+    traceparent: str | None = None,
 ) -> Received:
-    """Store a delivery (pending, or already settled when the edge decided it), or count a redelivery on its row."""
+    """Store a delivery (pending, or already settled when the edge decided it), or count a redelivery on its row.
+
+    The row keeps `traceparent`, by default the trace of the request being answered (a redelivery
+    keeps the first delivery's).
+    """
     at = received_at or now()
     settled = status is not InboxStatus.PENDING
     values = {
@@ -146,6 +155,7 @@ async def receive(
         "outcome": outcome,
         "workflow_id": None,
         "settled_at": at if settled else None,
+        "traceparent": traceparent or current_traceparent(),
     }
     async with database.engine.begin() as connection:
         row = (await connection.execute(_receive_statement(connection.dialect.name), values)).one()

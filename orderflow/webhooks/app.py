@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from orderflow import telemetry
 from orderflow.settings import Settings, database_url, get_settings
 from orderflow.store.db import Database
 from orderflow.webhooks import carrier, shopify, wms
@@ -18,6 +19,7 @@ from orderflow.webhooks.inbox import WebhookInbox
 from orderflow.webhooks.orders import orders_router
 from orderflow.webhooks.relay import Relay
 
+SERVICE_NAME = "orderflow-webhooks"
 SOURCES: dict[str, Source] = {source.name: source for source in (shopify.SOURCE, wms.SOURCE, carrier.SOURCE)}
 
 
@@ -31,7 +33,10 @@ def create_app(
     """The webhook service for these settings; Temporal and the database from the environment unless given.
 
     On startup it refuses an unmigrated database and starts the relay (unless `relay=False`).
+    Tracing is on when the `OTEL_*` variables configure it (or this process already traces).
     """
+    # Before the gateway exists, so its Temporal client is built with the tracing interceptor.
+    telemetry.configure_tracing(SERVICE_NAME)
     owned = database is None
     db = database if database is not None else Database(database_url(settings))
     gateway = temporal if temporal is not None else TemporalGateway.from_env()
@@ -66,6 +71,8 @@ def create_app(
     app.include_router(carrier.router)
     # The read API of the order view: status reads that never touch Temporal or the ERP.
     app.include_router(orders_router(db))
+    # Each webhook request is the root span of its order's trace (no-op while tracing is off).
+    telemetry.instrument_app(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -42,6 +42,7 @@ from orderflow.canonical.return_saga import WORKFLOW_TYPE as RETURN_WORKFLOW_TYP
 from orderflow.canonical.return_saga import ReturnToRefundInput
 from orderflow.canonical.saga import SIGNAL_CANCEL, TASK_QUEUE, CancelRequest, OrderToCashInput
 from orderflow.settings import Settings
+from orderflow.telemetry import client_interceptors, order_context, traced_client
 from orderflow.temporal import (
     CHANNEL,
     DEFAULT_ADDRESS,
@@ -204,7 +205,9 @@ class TemporalGateway:
         self.address = address
         self.namespace = namespace
         self.task_queue = task_queue
-        self._client = client
+        # A client handed in (the worker's, for the Amazon poller) gets tracing too, so the sagas it
+        # starts join the trace of the activity that found the order.
+        self._client = traced_client(client) if client is not None else None
         self._connecting = asyncio.Lock()
         self._unreachable: tuple[float, str] | None = None  # (monotonic time, reason) of the last failed connect
 
@@ -233,7 +236,8 @@ class TemporalGateway:
                     raise TemporalUnavailableError(self._unreachable[1])
                 try:
                     async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                        self._client = await connect(self.address, self.namespace)
+                        # With tracing on, every start and signal carries the order's trace to the saga.
+                        self._client = await connect(self.address, self.namespace, interceptors=client_interceptors())
                 # The SDK reports a failed connect as a bare RuntimeError ("Failed client connect").
                 except (RuntimeError, TimeoutError) as exc:
                     reason = f"cannot connect to Temporal at {self.address} (namespace {self.namespace}): {exc}"
@@ -269,6 +273,7 @@ class TemporalGateway:
             key=input.key,
             search_attributes=initial_return_search_attributes(request),
             summary=f"{request.channel.value} return {request.return_id} of {request.order_key}",
+            order_key=request.order_key,
         )
 
     async def start_channel_refund(self, input: ChannelRefundInput) -> StartOutcome:
@@ -281,6 +286,7 @@ class TemporalGateway:
                 [SearchAttributePair(CHANNEL, input.channel.value), SearchAttributePair(NEEDS_ATTENTION, False)]
             ),
             summary=f"{input.channel.value} refund {input.channel_refund_id} of {input.refund.order_key}",
+            order_key=input.refund.order_key,
         )
 
     async def start_saga(
@@ -292,37 +298,41 @@ class TemporalGateway:
         search_attributes: TypedSearchAttributes,
         summary: str,
         start_signal: tuple[str, CanonicalModel] | None = None,
+        order_key: str | None = None,
     ) -> StartOutcome:
         """Start a saga under its business key, once: a second start is a duplicate, never a second run.
 
         With `start_signal`, a running saga is signalled instead (signal-with-start), and a new one
         starts with the signal already in its history; a saga that has ended is still a duplicate.
+        `order_key` is the order a return or refund saga belongs to (the key itself for an order),
+        the attribute every span of the saga's trace carries.
         """
         client = await self.client()
         signal: dict[str, Any] = {}
         if start_signal is not None:
             signal = {"start_signal": start_signal[0], "start_signal_args": [start_signal[1]]}
         async with temporal_call(f"starting {key}"):
-            try:
-                await client.start_workflow(
-                    workflow_type,
-                    arg,
-                    id=key,
-                    task_queue=self.task_queue,
-                    # A redelivered webhook must never start a second saga, neither while the first
-                    # runs (FAIL) nor after it ended (REJECT_DUPLICATE): one business key, one saga.
-                    # Signal-with-start must reach a running saga, so it uses the existing one.
-                    id_conflict_policy=(
-                        WorkflowIDConflictPolicy.USE_EXISTING if signal else WorkflowIDConflictPolicy.FAIL
-                    ),
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    search_attributes=search_attributes,
-                    static_summary=summary,
-                    rpc_timeout=RPC_TIMEOUT,
-                    **signal,
-                )
-            except WorkflowAlreadyStartedError:
-                return StartOutcome.DUPLICATE
+            with order_context(order_key=order_key or key, workflow_id=key):
+                try:
+                    await client.start_workflow(
+                        workflow_type,
+                        arg,
+                        id=key,
+                        task_queue=self.task_queue,
+                        # A redelivered webhook must never start a second saga, neither while the first
+                        # runs (FAIL) nor after it ended (REJECT_DUPLICATE): one business key, one saga.
+                        # Signal-with-start must reach a running saga, so it uses the existing one.
+                        id_conflict_policy=(
+                            WorkflowIDConflictPolicy.USE_EXISTING if signal else WorkflowIDConflictPolicy.FAIL
+                        ),
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        search_attributes=search_attributes,
+                        static_summary=summary,
+                        rpc_timeout=RPC_TIMEOUT,
+                        **signal,
+                    )
+                except WorkflowAlreadyStartedError:
+                    return StartOutcome.DUPLICATE
         return StartOutcome.STARTED
 
     async def signal_order(self, order_key: str, signal: str, payload: CanonicalModel) -> bool:
@@ -333,12 +343,14 @@ class TemporalGateway:
         """Signal a saga by its key; False when there is none running (never started, or already closed)."""
         client = await self.client()
         async with temporal_call(f"signalling {signal} to {key}"):
-            try:
-                await client.get_workflow_handle(key).signal(signal, payload, rpc_timeout=RPC_TIMEOUT)
-            except RPCError as exc:
-                if exc.status is RPCStatusCode.NOT_FOUND:
-                    return False
-                raise
+            # A return's or refund's key names no order; its saga's spans carry the order from its start.
+            with order_context(order_key=key if key.startswith("order:") else None, workflow_id=key):
+                try:
+                    await client.get_workflow_handle(key).signal(signal, payload, rpc_timeout=RPC_TIMEOUT)
+                except RPCError as exc:
+                    if exc.status is RPCStatusCode.NOT_FOUND:
+                        return False
+                    raise
         return True
 
     async def sagas_tracking(self, tracking_number: str) -> list[str]:

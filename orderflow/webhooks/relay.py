@@ -13,6 +13,9 @@ import itertools
 from dataclasses import dataclass
 from datetime import timedelta
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from orderflow import telemetry
 from orderflow.store import inbox as store
 from orderflow.store.inbox import InboxEvent, InboxStatus
 from orderflow.webhooks.dispatch import log
@@ -79,7 +82,7 @@ class Relay:
     async def _dispatch_together(self, rows: list[InboxEvent]) -> list[Answer]:
         # The first row goes alone: if it finds Temporal away, the rest are given back untried
         # rather than each failing in turn.
-        first = await self.inbox.attempt(rows[0])
+        first = await self.attempt(rows[0])
         if first[0].status is InboxStatus.PENDING:
             await self.inbox.record([(rows[0], first[1])])
             await store.release(self.inbox.database, [row.id for row in rows[1:]])
@@ -88,13 +91,38 @@ class Relay:
 
         async def one(row: InboxEvent) -> tuple[Answer, store.Settlement]:
             async with gate:
-                return await self.inbox.attempt(row)
+                return await self.attempt(row)
 
         attempts = [first, *await asyncio.gather(*(one(row) for row in rows[1:]))]
         # One write for the whole group: per-row writes would hold the database (and, on SQLite,
         # its one write lock) against the webhooks being stored meanwhile.
         await self.inbox.record([(row, settled) for row, (_, settled) in zip(rows, attempts, strict=True)])
         return [answer for answer, _ in attempts]
+
+    async def attempt(self, row: InboxEvent) -> tuple[Answer, store.Settlement]:
+        """Dispatch one row, traced as a continuation of the webhook request that stored it."""
+        waited = store.now() - store.aware(row.received_at)
+        attributes = {
+            "orderflow.inbox.id": row.id,
+            "orderflow.inbox.source": row.source,
+            "orderflow.inbox.topic": row.topic,
+            "orderflow.inbox.attempt": row.attempts,
+            # How late the dispatch is: long after an outage, a few ms normally.
+            "orderflow.inbox.waited_ms": int(waited.total_seconds() * 1000),
+        }
+        with telemetry.continued_span(
+            f"inbox dispatch {row.source} {row.topic}",
+            traceparent=row.traceparent,
+            attributes=attributes,
+            kind=SpanKind.CONSUMER,
+        ) as span:
+            answer, settled = await self.inbox.attempt(row)
+            if span.is_recording():
+                # The order's attributes are already on it: the gateway names the saga it starts or signals.
+                span.set_attribute("orderflow.inbox.status", settled.status.value)
+                if settled.status is InboxStatus.FAILED:
+                    span.set_status(Status(StatusCode.ERROR, settled.error))
+        return answer, settled
 
     async def run(self) -> None:
         """Pass after pass until cancelled: at once on arrivals, backing off while Temporal or the database is away."""

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request, Response
 
+from orderflow import telemetry
 from orderflow.adapters.errors import PermanentError, TransientError, ValidationRejectedError
 from orderflow.adapters.shopify import (
     ShopifyClient,
@@ -131,6 +132,8 @@ def plan(delivery: Delivery, settings: Settings) -> Plan:
         except MAPPING_ERRORS as exc:
             log.warning("shopify orders/create refused (event %s): %s", event_id, exc)
             raise refused(exc) from exc
+        # The request's span names the order as soon as the edge knows it (one trace per order).
+        telemetry.annotate_order(order_key=order.key, channel=order.channel.value)
 
         async def start(temporal: TemporalGateway) -> WebhookReceipt:
             outcome = await temporal.start_order(order, received_at_epoch_ms=delivery.received_at_epoch_ms)
@@ -147,6 +150,7 @@ def plan(delivery: Delivery, settings: Settings) -> Plan:
         cancellation = cancellation_from_webhook(payload)
     except MAPPING_ERRORS as exc:
         raise refused(exc) from exc
+    telemetry.annotate_order(order_key=cancellation.order_key, channel="shopify")
     request_cancel = CancelRequest(
         # The channel asked, so the saga compensates without cancelling on Shopify again.
         source=CancelSource.CHANNEL,

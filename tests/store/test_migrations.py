@@ -40,7 +40,8 @@ def test_db_upgrade_then_current_from_the_cli(tmp_path: Path) -> None:
     again = runner.invoke(app, ["db", "upgrade", "--url", url])
     assert again.exit_code == 0
     current = runner.invoke(app, ["db", "current", "--url", url])
-    assert current.exit_code == 0 and "0004_amazon_feed" in current.output
+    head = Database(url).head_revision()
+    assert head and current.exit_code == 0 and head in current.output
 
 
 def test_db_upgrade_of_an_unreachable_database_exits_2() -> None:
