@@ -98,6 +98,8 @@ class StackPorts:
     sandbox: int = 8700
     webhooks: int = 8000
     codec: int = 8888
+    # The worker's /healthz, /readyz and /metrics.
+    worker_http: int = 8001
 
 
 @dataclass
@@ -438,6 +440,7 @@ class DevStack:
             # The sandbox generates the NetSuite M2M key pair here and the worker signs with it.
             "ORDERFLOW_NETSUITE__PRIVATE_KEY_FILE": str(self.state_dir / "sandbox" / "netsuite-m2m-key.pem"),
             "ORDERFLOW_STATE_DIR": str(self.state_dir),
+            "ORDERFLOW_WORKER_HTTP_PORT": str(self.ports.worker_http),
             "PYTHONUNBUFFERED": "1",
             # Only when the stack generated its own key; a configured key reaches the children as it is.
             **self._codec_env,

@@ -289,6 +289,11 @@ class Settings(BaseSettings):
     sandbox_port: int = 8700
     state_dir: Path = STATE_DIR
 
+    # The worker's own HTTP port: /healthz, /readyz and /metrics (Temporal's SDK metrics and the
+    # sagas' business metrics). 0 turns it off. The webhook service serves the same paths on its port.
+    worker_http_host: str = "127.0.0.1"
+    worker_http_port: int = Field(default=8001, ge=0, le=65535)
+
 
 def database_url(settings: Settings) -> str:
     """The database orderflow stores its inbox, order view and cross-references in."""

@@ -9,6 +9,7 @@ trace, and every request of that client is a span of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,8 @@ from orderflow.adapters.shopify import ShopifyClient
 from orderflow.adapters.wms import WmsClient
 from orderflow.canonical import Channel
 from orderflow.canonical.saga import TASK_QUEUE
+from orderflow.health import WorkerHealth, serving, worker_http_app
+from orderflow.metrics import StepMetricsInterceptor
 from orderflow.settings import Settings, database_url
 from orderflow.store.db import Database
 from orderflow.store.feed_ledger import AmazonFeedLedger
@@ -186,8 +189,9 @@ def build_worker(
         ],
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        # Workflow and activity spans, continuing the trace the saga's start carried in its headers.
-        interceptors=telemetry.worker_interceptors(client),
+        # Workflow and activity spans, continuing the trace the saga's start carried in its headers;
+        # each step's latency and failures by system (orderflow/metrics.py).
+        interceptors=[*telemetry.worker_interceptors(client), StepMetricsInterceptor()],
     )
 
 
@@ -197,8 +201,14 @@ async def run_worker(
     client: Client | None = None,
     task_queue: str = TASK_QUEUE,
     stop: asyncio.Event | None = None,
+    http_port: int = 0,
+    runtime_metrics_bind: str | None = None,
 ) -> None:
-    """Run a worker until `stop` is set (or forever), then let in-flight activities finish."""
+    """Run a worker until `stop` is set (or forever), then let in-flight activities finish.
+
+    With `http_port`, the worker serves `/healthz`, `/readyz` and `/metrics` there; the metrics are
+    the Temporal runtime's (read from `runtime_metrics_bind`) and this process's.
+    """
     if client is None:
         client = await connect(
             os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
@@ -214,8 +224,14 @@ async def run_worker(
         await database.dispose()
         raise
     try:
-        async with http_client() as http:
+        async with http_client() as http, contextlib.AsyncExitStack() as serving_http:
             worker = build_worker(client, settings, http, task_queue=task_queue, database=database)
+            if http_port:
+                health = WorkerHealth(database=database, client=client, runtime_metrics_bind=runtime_metrics_bind)
+                health.worker = worker
+                await serving_http.enter_async_context(
+                    serving(worker_http_app(health), host=settings.worker_http_host, port=http_port)
+                )
             if stop is None:
                 await worker.run()
                 return

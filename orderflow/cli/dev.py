@@ -43,11 +43,20 @@ def dev(
     codec_port: Annotated[
         int, typer.Option("--codec-port", min=1, max=65535, help="Codec server port (with --encrypt).")
     ] = 8888,
+    worker_http_port: Annotated[
+        int,
+        typer.Option("--worker-http-port", min=1, max=65535, help="The worker's /healthz, /readyz and /metrics."),
+    ] = 8001,
 ) -> None:
     """Start Temporal (UI on :8233), the sandbox, the webhook service and a worker; Ctrl-C stops them all."""
     stack = DevStack(
         ports=StackPorts(
-            temporal=temporal_port, ui=ui_port, sandbox=sandbox_port, webhooks=webhook_port, codec=codec_port
+            temporal=temporal_port,
+            ui=ui_port,
+            sandbox=sandbox_port,
+            webhooks=webhook_port,
+            codec=codec_port,
+            worker_http=worker_http_port,
         ),
         state_dir=state_dir,
         task_queue=task_queue,

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from orderflow import telemetry
+from orderflow.health import webhook_health_router
+from orderflow.metrics import WebhookMetrics
 from orderflow.settings import Settings, database_url, get_settings
 from orderflow.store.db import Database
 from orderflow.webhooks import carrier, shopify, wms
@@ -40,7 +42,8 @@ def create_app(
     owned = database is None
     db = database if database is not None else Database(database_url(settings))
     gateway = temporal if temporal is not None else TemporalGateway.from_env()
-    inbox = WebhookInbox(database=db, settings=settings, temporal=gateway, sources=SOURCES)
+    metrics = WebhookMetrics(db)
+    inbox = WebhookInbox(database=db, settings=settings, temporal=gateway, sources=SOURCES, metrics=metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,6 +74,8 @@ def create_app(
     app.include_router(carrier.router)
     # The read API of the order view: status reads that never touch Temporal or the ERP.
     app.include_router(orders_router(db))
+    # /readyz (database, migrations, Temporal) and /metrics (requests by outcome, the inbox backlog).
+    app.include_router(webhook_health_router(db, gateway, metrics))
     # Each webhook request is the root span of its order's trace (no-op while tracing is off).
     telemetry.instrument_app(app)
 

@@ -17,6 +17,7 @@ from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from orderflow.metrics import WebhookMetrics
 from orderflow.settings import Settings
 from orderflow.store import inbox as store
 from orderflow.store.db import Database
@@ -133,8 +134,11 @@ class WebhookInbox:
         sources: Mapping[str, Source],
         max_body_bytes: int = MAX_BODY_BYTES,
         max_in_flight: int = MAX_IN_FLIGHT,
+        metrics: WebhookMetrics | None = None,
     ) -> None:
         self.database = database
+        # Requests by source, topic and outcome, for /metrics (a registry of this inbox's own by default).
+        self.metrics = metrics if metrics is not None else WebhookMetrics()
         self.settings = settings
         self.temporal = temporal
         self.sources = dict(sources)
@@ -160,6 +164,7 @@ class WebhookInbox:
     ) -> JSONResponse:
         """Count and log a request the inbox will not store, and answer it."""
         self.refusals[f"{source}: {reason}"] += 1
+        self.metrics.webhook_request(source, "", reason.replace(" ", "_"))
         log.warning("%s webhook refused (%s): %s", source, status_code, reason)
         return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
@@ -223,6 +228,7 @@ class WebhookInbox:
             )
         except STORAGE_ERRORS as exc:
             log.error("%s webhook %s not stored, answered 503: %s", source.name, event_id, exc.__class__.__name__)
+            self.metrics.webhook_request(source.name, delivery.topic, "storage_unavailable")
             return JSONResponse(
                 {"detail": f"the inbox cannot store the webhook ({exc.__class__.__name__}); retry later"},
                 status_code=503,
@@ -237,6 +243,7 @@ class WebhookInbox:
                 f"(inbox {received.id}, {received.status})",
             )
             answer = receipt_answer(received.status, receipt)
+            self.metrics.webhook_request(source.name, delivery.topic, "duplicate")
         elif verdict.status is InboxStatus.PENDING:
             if verdict.dispatch is not None:
                 self.remember(received.id, verdict.dispatch)
@@ -245,8 +252,10 @@ class WebhookInbox:
                 status="accepted", reason=f"stored in the inbox as {received.id}; the relay dispatches it"
             )
             answer = receipt_answer(InboxStatus.PENDING, receipt)
+            self.metrics.webhook_request(source.name, delivery.topic, "accepted")
         else:
             answer = verdict.answer
+            self.metrics.webhook_request(source.name, delivery.topic, verdict.status.value)
         return JSONResponse(answer.content, status_code=answer.status_code, headers={INBOX_ID_HEADER: str(received.id)})
 
     def judge(self, delivery: Delivery, source: Source) -> Verdict:

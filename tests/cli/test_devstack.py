@@ -57,7 +57,9 @@ def processes_in_groups(groups: set[int]) -> list[int]:
 
 
 async def test_the_stack_starts_all_four_services_reuses_them_and_leaves_nothing_running(tmp_path: Path) -> None:
-    ports = StackPorts(temporal=free_port(), ui=free_port(), sandbox=free_port(), webhooks=free_port())
+    ports = StackPorts(
+        temporal=free_port(), ui=free_port(), sandbox=free_port(), webhooks=free_port(), worker_http=free_port()
+    )
     task_queue = f"devstack-{uuid.uuid4()}"
     stack = DevStack(ports=ports, state_dir=tmp_path, task_queue=task_queue, stop_grace=10)
 
@@ -68,6 +70,15 @@ async def test_the_stack_starts_all_four_services_reuses_them_and_leaves_nothing
             assert (await http.get(f"{stack.sandbox_url}/sandbox/health")).json()["status"] == "ok"
             assert (await http.get(f"{stack.webhook_url}/healthz")).json()["status"] == "ok"
             assert (await http.get(stack.ui_url)).status_code == 200
+            # Readiness says why until each dependency answers; once the worker polls, all hold.
+            for service in (stack.webhook_url, f"http://127.0.0.1:{ports.worker_http}"):
+                ready = await http.get(f"{service}/readyz")
+                assert ready.status_code == 200, ready.text
+                assert set(ready.json()["checks"].values()) == {"ok"}
+            metrics = (await http.get(f"http://127.0.0.1:{ports.worker_http}/metrics")).text
+            # Temporal's SDK metrics from the worker's runtime, next to the process's own.
+            assert "temporal_" in metrics and "process_cpu_seconds_total" in metrics
+            assert "orderflow_webhook_requests" in (await http.get(f"{stack.webhook_url}/metrics")).text
             # The sandbox delivers its webhooks to this stack's webhook service.
             subscriptions = (await http.get(f"{stack.sandbox_url}/sandbox/webhooks/subscriptions")).text
             assert f"{stack.webhook_url}/webhooks/wms" in subscriptions
