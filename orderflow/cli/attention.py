@@ -188,6 +188,9 @@ class ParkingFailure:
 # ---- options ------------------------------------------------------------------------------------------------
 
 KindOption = Annotated[Kind | None, typer.Option("--kind", help="Only orders, returns or refunds.")]
+KeysArgument = Annotated[list[str] | None, typer.Argument(metavar="[KEY]...", help="These sagas (or --all).")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every parked saga that matches the filters.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", help="Only sagas whose attention reason contains this text (any case).")
 ]
@@ -513,14 +516,14 @@ def _commands(saga: ParkedSaga) -> list[str]:
 
 @app.command()
 def retry(
-    keys: Annotated[list[str] | None, typer.Argument(metavar="[KEY]...", help="These sagas (or --all).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every parked saga that matches the filters.")] = False,
+    keys: KeysArgument = None,
+    all_: AllOption = False,
     kind: KindOption = None,
     reason: ReasonOption = None,
     step: StepOption = None,
     note: NoteOption = None,
     by: ByOption = "",
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     task_queue: TaskQueueFilter = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
@@ -536,14 +539,14 @@ def retry(
 
 @app.command()
 def skip(
-    keys: Annotated[list[str] | None, typer.Argument(metavar="[KEY]...", help="These sagas (or --all).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every parked saga that matches the filters.")] = False,
+    keys: KeysArgument = None,
+    all_: AllOption = False,
     kind: KindOption = None,
     reason: ReasonOption = None,
     step: StepOption = None,
     note: NoteOption = None,
     by: ByOption = "",
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     task_queue: TaskQueueFilter = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
