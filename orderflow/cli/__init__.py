@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import amazon, attention, codec, db, demo, dev, inbox, orders, returns, sandbox, worker, xref
+from orderflow.cli import amazon, attention, codec, db, demo, dev, inbox, orders, replay, returns, sandbox, worker, xref
 
 app = typer.Typer(
     name="orderflow",
@@ -25,6 +25,7 @@ app.command("dev")(dev.dev)
 app.command("demo")(demo.demo)
 app.command("codec-server")(codec.codec_server)
 app.command("codec-key")(codec.codec_key)
+app.command("replay")(replay.replay)
 
 
 def main() -> None:
