@@ -12,6 +12,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.envconfig import ClientConfigProfile, ClientConnectConfig
 
 from orderflow.canonical.order import Order
 from orderflow.canonical.return_saga import ReturnStatus
@@ -63,6 +64,7 @@ __all__ = [
     "SEARCH_ATTRIBUTE_KEYS",
     "TASK_QUEUE",
     "TRACKING_NUMBERS",
+    "client_connect_config",
     "connect",
     "data_converter",
     "initial_return_search_attributes",
@@ -127,22 +129,38 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
     )
 
 
+def client_connect_config(address: str | None = None, namespace: str | None = None) -> ClientConnectConfig:
+    """Where and how to reach Temporal: the envconfig profile, with an explicit address or namespace winning.
+
+    The profile is Temporal's own client configuration (`temporalio.envconfig`): the TOML file
+    (TEMPORAL_CONFIG_FILE, TEMPORAL_PROFILE) overridden by TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    TEMPORAL_API_KEY, TEMPORAL_TLS (on/off), TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH,
+    TEMPORAL_TLS_SERVER_CA_CERT_PATH, TEMPORAL_TLS_SERVER_NAME and TEMPORAL_GRPC_META_*; so Temporal
+    Cloud (an API key, or mTLS) needs configuration only. Unset, the local dev server.
+    """
+    config = ClientConfigProfile.load().to_client_connect_config()
+    config["target_host"] = address or config.get("target_host") or DEFAULT_ADDRESS
+    config["namespace"] = namespace or config.get("namespace") or DEFAULT_NAMESPACE
+    return config
+
+
 async def connect(
-    address: str = DEFAULT_ADDRESS,
-    namespace: str = DEFAULT_NAMESPACE,
+    address: str | None = None,
+    namespace: str | None = None,
     *,
     interceptors: Sequence[Interceptor] = (),
     codec: PayloadCodec | _FromSettings | None = FROM_SETTINGS,
 ) -> Client:
     """A Temporal client that (de)serialises orderflow's pydantic models exactly (Decimal, datetime).
 
-    Payloads are encrypted when the settings configure a codec key (or a codec is passed explicitly).
+    The connection (TLS, API key, and the address and namespace unless given) comes from
+    `client_connect_config`. Payloads are encrypted when the settings configure a codec key (or a
+    codec is passed explicitly).
     """
     if isinstance(codec, _FromSettings):
         codec = _codec_from_settings()
     return await Client.connect(
-        address,
-        namespace=namespace,
+        **client_connect_config(address, namespace),
         data_converter=data_converter(codec),
         interceptors=list(interceptors),
     )

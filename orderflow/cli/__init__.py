@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from orderflow.cli import amazon, attention, codec, db, demo, dev, inbox, orders, replay, returns, sandbox, worker, xref
+from orderflow.cli import (
+    amazon,
+    attention,
+    codec,
+    db,
+    demo,
+    dev,
+    doctor,
+    inbox,
+    orders,
+    replay,
+    returns,
+    sandbox,
+    setup,
+    worker,
+    xref,
+)
 
 app = typer.Typer(
     name="orderflow",
@@ -26,6 +42,8 @@ app.command("demo")(demo.demo)
 app.command("codec-server")(codec.codec_server)
 app.command("codec-key")(codec.codec_key)
 app.command("replay")(replay.replay)
+app.command("doctor")(doctor.doctor)
+app.command("setup")(setup.setup)
 
 
 def main() -> None:
