@@ -205,6 +205,28 @@ class ReturnSettings(BaseModel):
     partial_receipt_grace: timedelta = timedelta(0)
 
 
+class WorkerSettings(BaseModel):
+    """How much one worker process takes on at once, and how long it may take to stop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Activities mostly wait on HTTP, so this is about vendor limits (NetSuite's semaphore, ShipBob's
+    # 150/min), not CPU; the shared HTTP client's connection pool is sized from it.
+    max_concurrent_activities: int = Field(default=64, ge=1)
+    # Workflow tasks are CPU work on this process's one core; the SDK's own default.
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=2)
+    # Sagas kept in memory between their tasks (the sticky cache): a cached saga's next task skips
+    # replaying its history. 0 turns caching off and replays every task. The SDK's own default.
+    max_cached_workflows: int = Field(default=1000, ge=0)
+    # On SIGTERM, how long in-flight activities may run before they are cancelled.
+    graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
+
+    @property
+    def graceful_shutdown(self) -> timedelta:
+        """The grace period as the SDK takes it."""
+        return timedelta(seconds=self.graceful_shutdown_seconds)
+
+
 class CodecSettings(BaseModel):
     """Payload encryption: the current key encrypts, old keys only decrypt; off while no key is configured.
 
@@ -280,6 +302,8 @@ class Settings(BaseSettings):
     amazon: AmazonSettings = AmazonSettings()
     returns: ReturnSettings = ReturnSettings()
     codec: CodecSettings = CodecSettings()
+    # Worker tuning, ORDERFLOW_WORKER__MAX_CONCURRENT_ACTIVITIES and so on (the HTTP port is below).
+    worker: WorkerSettings = WorkerSettings()
 
     # SQLite under the state directory by default; PostgreSQL in production, e.g.
     # postgresql://orderflow@db:5432/orderflow (the async driver is chosen for you).

@@ -2,6 +2,8 @@
 
 One `httpx.AsyncClient` is shared by every adapter, so connections to each vendor are pooled and
 reused across activities; its pool is sized for the number of activities the worker runs at once.
+How much a worker takes on (activities, workflow tasks, cached sagas) and its stop grace are the
+`worker` settings (ORDERFLOW_WORKER__...); `orderflow worker --processes N` runs N of these processes.
 With tracing on (`orderflow.telemetry`), the worker's workflows and activities join each order's
 trace, and every request of that client is a span of it.
 """
@@ -39,28 +41,35 @@ from orderflow.canonical import Channel
 from orderflow.canonical.saga import TASK_QUEUE
 from orderflow.health import WorkerHealth, serving, worker_http_app
 from orderflow.metrics import StepMetricsInterceptor
-from orderflow.settings import Settings, database_url
+from orderflow.settings import Settings, WorkerSettings, database_url
 from orderflow.store.db import Database
 from orderflow.store.feed_ledger import AmazonFeedLedger
 from orderflow.store.xref import CrossReferences
-from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, GRACEFUL_SHUTDOWN, connect
+from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, connect
 from orderflow.workflows.amazon_orders import ChannelOrderPoller, ChannelOrderResync
 from orderflow.workflows.channel_refund import ChannelRefund
 from orderflow.workflows.order_to_cash import OrderToCash
 from orderflow.workflows.return_to_refund import ReturnToRefund
 
-# Activities run at once per worker. They mostly wait on HTTP, so this is about vendor limits
-# (NetSuite's semaphore, ShipBob's 150/min), not CPU.
-MAX_CONCURRENT_ACTIVITIES = 64
-# A connection per running activity, plus headroom for an adapter's read-back after a lost answer.
-HTTP_LIMITS = httpx.Limits(
-    max_connections=MAX_CONCURRENT_ACTIVITIES * 2, max_keepalive_connections=MAX_CONCURRENT_ACTIVITIES
-)
+# Activities run at once per worker by default (settings.worker.max_concurrent_activities).
+MAX_CONCURRENT_ACTIVITIES = WorkerSettings().max_concurrent_activities
 
 
-def http_client() -> httpx.AsyncClient:
+def http_limits(max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES) -> httpx.Limits:
+    """The connection pool for a worker running this many activities at once."""
+    # A connection per running activity, plus headroom for an adapter's read-back after a lost answer.
+    return httpx.Limits(
+        max_connections=max_concurrent_activities * 2, max_keepalive_connections=max_concurrent_activities
+    )
+
+
+HTTP_LIMITS = http_limits()
+
+
+def http_client(tuning: WorkerSettings | None = None) -> httpx.AsyncClient:
     """The HTTP client every adapter of this worker shares (each call passes its own timeout)."""
-    return httpx.AsyncClient(limits=HTTP_LIMITS)
+    limits = http_limits(tuning.max_concurrent_activities) if tuning is not None else HTTP_LIMITS
+    return httpx.AsyncClient(limits=limits)
 
 
 def activities_for(
@@ -161,7 +170,8 @@ def build_worker(
 ) -> Worker:
     """A worker for both sagas and their activities on `task_queue`; the order view in `database`.
 
-    Without a database, the one in settings is used (its connections close with the process).
+    Its concurrency, sticky cache and stop grace are `settings.worker`. Without a database, the one in
+    settings is used (its connections close with the process).
     With tracing on, `http` is instrumented: each adapter call becomes a span of its order's trace.
     """
     telemetry.instrument_http_client(
@@ -178,6 +188,7 @@ def build_worker(
     database = database or Database(database_url(settings))
     # Feeds carry no idempotency key: every worker finds the feeds sent under a key in one table.
     amazon = AmazonClient(http, settings.amazon, ledger=AmazonFeedLedger(database))
+    tuning = settings.worker
     return Worker(
         client,
         task_queue=task_queue,
@@ -187,8 +198,12 @@ def build_worker(
             # The Amazon order poller starts and signals sagas, so it needs this worker's Temporal client.
             *poller_activities(client, settings, http, task_queue=task_queue, amazon=amazon),
         ],
-        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_concurrent_activities=tuning.max_concurrent_activities,
+        max_concurrent_workflow_tasks=tuning.max_concurrent_workflow_tasks,
+        # A saga's next task runs on the worker that has it cached; with the cache off (0) any worker
+        # replays its history instead, and no task waits on a sticky queue.
+        max_cached_workflows=tuning.max_cached_workflows,
+        graceful_shutdown_timeout=tuning.graceful_shutdown,
         # Workflow and activity spans, continuing the trace the saga's start carried in its headers;
         # each step's latency and failures by system (orderflow/metrics.py).
         interceptors=[*telemetry.worker_interceptors(client), StepMetricsInterceptor()],
@@ -224,7 +239,7 @@ async def run_worker(
         await database.dispose()
         raise
     try:
-        async with http_client() as http, contextlib.AsyncExitStack() as serving_http:
+        async with http_client(settings.worker) as http, contextlib.AsyncExitStack() as serving_http:
             worker = build_worker(client, settings, http, task_queue=task_queue, database=database)
             if http_port:
                 health = WorkerHealth(database=database, client=client, runtime_metrics_bind=runtime_metrics_bind)
