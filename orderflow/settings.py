@@ -9,6 +9,7 @@ real vendor by accident, a system whose base URL is not on this machine refuses 
 from __future__ import annotations
 
 import ipaddress
+import os
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -67,9 +68,16 @@ STATE_DIR = Path(".orderflow")
 
 
 def is_local_url(url: str) -> bool:
-    """True when a base URL names this machine (the sandbox), not a vendor on the internet."""
+    """True when a base URL names this machine or the sandbox's host, not a vendor on the internet.
+
+    The sandbox's host is trusted when the operator names it (ORDERFLOW_SANDBOX_HOST, e.g. `sandbox`
+    in a staging compose): a deliberate statement that this host is the sandbox, not a vendor.
+    """
     host = urlsplit(url).hostname or ""
     if host in {"localhost", "testserver"}:
+        return True
+    sandbox_host = os.environ.get("ORDERFLOW_SANDBOX_HOST", "").strip().lower()
+    if sandbox_host and host.lower() == sandbox_host:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +44,7 @@ from orderflow.settings import Settings, WorkerSettings, database_url
 from orderflow.store.db import Database
 from orderflow.store.feed_ledger import AmazonFeedLedger
 from orderflow.store.xref import CrossReferences
-from orderflow.temporal import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, connect
+from orderflow.temporal import connect
 from orderflow.workflows.amazon_orders import ChannelOrderPoller, ChannelOrderResync
 from orderflow.workflows.channel_refund import ChannelRefund
 from orderflow.workflows.order_to_cash import OrderToCash
@@ -53,6 +52,10 @@ from orderflow.workflows.return_to_refund import ReturnToRefund
 
 # Activities run at once per worker by default (settings.worker.max_concurrent_activities).
 MAX_CONCURRENT_ACTIVITIES = WorkerSettings().max_concurrent_activities
+
+
+# Every workflow a worker runs; `orderflow replay` replays histories against exactly these.
+WORKFLOWS: tuple[type, ...] = (OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync)
 
 
 def http_limits(max_concurrent_activities: int = MAX_CONCURRENT_ACTIVITIES) -> httpx.Limits:
@@ -192,7 +195,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync],
+        workflows=list(WORKFLOWS),
         activities=[
             *activities_for(settings, http, database=database, amazon=amazon),
             # The Amazon order poller starts and signals sagas, so it needs this worker's Temporal client.
@@ -225,11 +228,8 @@ async def run_worker(
     the Temporal runtime's (read from `runtime_metrics_bind`) and this process's.
     """
     if client is None:
-        client = await connect(
-            os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
-            os.environ.get("TEMPORAL_NAMESPACE", DEFAULT_NAMESPACE),
-            interceptors=telemetry.client_interceptors(),
-        )
+        # Address, namespace, TLS and API key from Temporal's standard configuration (TEMPORAL_*).
+        client = await connect(interceptors=telemetry.client_interceptors())
     database = Database(database_url(settings))
     try:
         # Accept reads the cross-references and every saga keeps its view here: refuse to start on

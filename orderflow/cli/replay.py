@@ -29,14 +29,7 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 
 from orderflow.cli.connection import DEFAULT_ADDRESS, DEFAULT_NAMESPACE, AddressOption, NamespaceOption, connect_or_exit
 from orderflow.cli.connection import fail as _fail
-from orderflow.workflows.amazon_orders import ChannelOrderPoller, ChannelOrderResync
-from orderflow.workflows.channel_refund import ChannelRefund
-from orderflow.workflows.order_to_cash import OrderToCash
-from orderflow.workflows.return_to_refund import ReturnToRefund
-
-# Every workflow the worker runs. It belongs in orderflow/worker.py, next to the Worker that registers
-# it, so a new saga cannot be run without also being replayed; until then the two lists must agree.
-WORKFLOWS: tuple[type, ...] = (OrderToCash, ReturnToRefund, ChannelRefund, ChannelOrderPoller, ChannelOrderResync)
+from orderflow.worker import WORKFLOWS  # the worker's own list: what runs is what replays
 
 app = typer.Typer(help="Replay saga histories against the current workflow code; fail on nondeterminism.")
 

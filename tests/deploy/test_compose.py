@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import typer
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from orderflow.cli import app as cli_app
 from orderflow.settings import Settings, is_local_url
@@ -311,12 +311,6 @@ def test_production_settings_load_and_point_at_no_sandbox(
     assert settings.database_url is not None and settings.database_url.startswith("postgresql://orderflow:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason="settings.is_local_url accepts loopback names only, so the sandbox at http://sandbox:8700 is "
-    "refused its published credentials; it must also accept ORDERFLOW_SANDBOX_HOST (docs/deployment.md)",
-)
 def test_staging_settings_load_and_point_every_adapter_at_the_sandbox(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
