@@ -60,3 +60,13 @@ async def connect_or_exit(address: str, namespace: str) -> Client:
             "Start the local stack with `orderflow dev`, or set TEMPORAL_ADDRESS.",
             2,
         )
+
+
+# For commands that read Temporal's standard client configuration (environment or profile file):
+# unset, the address and namespace come from there rather than from a built-in default.
+ProfileAddressOption = Annotated[
+    str | None, typer.Option("--address", help="Temporal frontend, host:port (default: TEMPORAL_ADDRESS/profile).")
+]
+ProfileNamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", help="Temporal namespace (default: TEMPORAL_NAMESPACE/profile).")
+]

@@ -34,6 +34,7 @@ from orderflow.adapters.errors import AdapterError, AuthenticationError, NotFoun
 from orderflow.adapters.netsuite import NetSuiteClient
 from orderflow.adapters.shopify import ShopifyClient
 from orderflow.adapters.wms import WmsClient
+from orderflow.cli.connection import ProfileAddressOption, ProfileNamespaceOption
 from orderflow.codec import codec_from_settings
 from orderflow.settings import Settings, database_url, get_settings, is_local_url
 from orderflow.store.db import Database
@@ -381,12 +382,8 @@ def diagnose(
 
 @app.command()
 def doctor(
-    address: Annotated[
-        str | None, typer.Option("--address", help="Temporal frontend, host:port (default: TEMPORAL_ADDRESS/profile).")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", help="Temporal namespace (default: TEMPORAL_NAMESPACE/profile).")
-    ] = None,
+    address: ProfileAddressOption = None,
+    namespace: ProfileNamespaceOption = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds each check may take.")] = (
         DEFAULT_TIMEOUT_SECONDS
     ),

@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from orderflow.canonical.channel_polling import poller_schedule_id
 from orderflow.canonical.order import Channel
 from orderflow.cli.amazon import AMAZON_SEARCH_LAG, SANDBOX_SEARCH_LAG, ensure_schedule, poller_schedule
-from orderflow.cli.connection import TASK_QUEUE, TaskQueueOption
+from orderflow.cli.connection import TASK_QUEUE, ProfileAddressOption, ProfileNamespaceOption, TaskQueueOption
 from orderflow.codec import codec_from_settings
 from orderflow.settings import Settings, get_settings, is_local_url
 from orderflow.temporal import SEARCH_ATTRIBUTE_KEYS, client_connect_config, connect
@@ -180,12 +180,8 @@ def run_setup(
 
 @app.command()
 def setup(
-    address: Annotated[
-        str | None, typer.Option("--address", help="Temporal frontend, host:port (default: TEMPORAL_ADDRESS/profile).")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", help="Temporal namespace (default: TEMPORAL_NAMESPACE/profile).")
-    ] = None,
+    address: ProfileAddressOption = None,
+    namespace: ProfileNamespaceOption = None,
     task_queue: TaskQueueOption = TASK_QUEUE,
     paused: Annotated[bool, typer.Option("--paused", help="Create the poller's schedules paused.")] = False,
 ) -> None:
