@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -188,7 +189,12 @@ async def _search_attributes(client: Client, namespace: str) -> str:
 
 async def _database(settings: Settings) -> str:
     url = database_url(settings)
-    shown = make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if sqlite_file and not await asyncio.to_thread(os.path.exists, sqlite_file):
+        # Opening it would create an empty file: a check must leave the deployment as it found it.
+        raise CheckFailed(f"{shown} does not exist yet", "run `orderflow db upgrade` (it creates and migrates it)")
     database = Database(url)
     try:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from support.temporal import free_port
 from temporalio.testing import WorkflowEnvironment
@@ -123,6 +125,7 @@ async def test_a_namespace_that_does_not_exist_is_named(dev_server: WorkflowEnvi
 async def test_an_unmigrated_database_says_to_upgrade(
     dev_server: WorkflowEnvironment, settings: Settings, tmp_path: pytest.TempPathFactory
 ) -> None:
+    (Path(str(tmp_path)) / "empty.db").touch()
     empty = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/empty.db"})
 
     checks = _by_name(await doctor.run_checks(empty, address=_address(dev_server), limit=5))
@@ -130,6 +133,19 @@ async def test_an_unmigrated_database_says_to_upgrade(
     assert checks["database"].status is doctor.Status.FAIL
     assert "at migration none" in checks["database"].detail
     assert checks["database"].fix == "run `orderflow db upgrade`"
+
+
+async def test_a_missing_sqlite_database_is_reported_and_not_created(
+    dev_server: WorkflowEnvironment, settings: Settings, tmp_path: pytest.TempPathFactory
+) -> None:
+    missing = Path(str(tmp_path)) / "never-made.db"
+    absent = settings.model_copy(update={"database_url": f"sqlite:///{missing}"})
+
+    checks = _by_name(await doctor.run_checks(absent, address=_address(dev_server), limit=5))
+
+    assert checks["database"].status is doctor.Status.FAIL
+    assert "does not exist yet" in checks["database"].detail and "orderflow db upgrade" in checks["database"].fix
+    assert not missing.exists()
 
 
 def test_bad_arguments_exit_2() -> None:
