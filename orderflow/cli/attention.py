@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -514,50 +515,43 @@ def _commands(saga: ParkedSaga) -> list[str]:
 # ---- bulk retry and skip ---------------------------------------------------------------------------------------
 
 
-@app.command()
-def retry(
-    keys: KeysArgument = None,
-    all_: AllOption = False,
-    kind: KindOption = None,
-    reason: ReasonOption = None,
-    step: StepOption = None,
-    note: NoteOption = None,
-    by: ByOption = "",
-    yes: YesOption = False,
-    task_queue: TaskQueueFilter = None,
-    limit: LimitOption = 200,
-    as_json: JsonOption = False,
-    timeout: TimeoutOption = 30.0,
-    address: AddressOption = DEFAULT_ADDRESS,
-    namespace: NamespaceOption = DEFAULT_NAMESPACE,
-) -> None:
-    """Retry, after a data fix, every parked saga that matches: shows them, asks, then reports each outcome."""
-    _bulk("retry", keys, all_, Selection(kind=kind, reason=reason, step=step), note=note, by=by, yes=yes,
-          task_queue=task_queue, limit=limit, as_json=as_json, timeout=timeout, address=address,
-          namespace=namespace)  # fmt: skip
+def _bulk_command(action: str, summary: str) -> Callable[..., None]:
+    """The `attention retry` or `attention skip` command: the same selection and safeguards, one action."""
+
+    def command(
+        keys: KeysArgument = None,
+        all_: AllOption = False,
+        kind: KindOption = None,
+        reason: ReasonOption = None,
+        step: StepOption = None,
+        note: NoteOption = None,
+        by: ByOption = "",
+        yes: YesOption = False,
+        task_queue: TaskQueueFilter = None,
+        limit: LimitOption = 200,
+        as_json: JsonOption = False,
+        timeout: TimeoutOption = 30.0,
+        address: AddressOption = DEFAULT_ADDRESS,
+        namespace: NamespaceOption = DEFAULT_NAMESPACE,
+    ) -> None:
+        _bulk(action, keys, all_, Selection(kind=kind, reason=reason, step=step), note=note, by=by, yes=yes,
+              task_queue=task_queue, limit=limit, as_json=as_json, timeout=timeout, address=address,
+              namespace=namespace)  # fmt: skip
+
+    command.__doc__ = summary
+    return command
 
 
-@app.command()
-def skip(
-    keys: KeysArgument = None,
-    all_: AllOption = False,
-    kind: KindOption = None,
-    reason: ReasonOption = None,
-    step: StepOption = None,
-    note: NoteOption = None,
-    by: ByOption = "",
-    yes: YesOption = False,
-    task_queue: TaskQueueFilter = None,
-    limit: LimitOption = 200,
-    as_json: JsonOption = False,
-    timeout: TimeoutOption = 30.0,
-    address: AddressOption = DEFAULT_ADDRESS,
-    namespace: NamespaceOption = DEFAULT_NAMESPACE,
-) -> None:
-    """Skip, where the step allows it, the step every matching parked saga waits on (done by hand instead)."""
-    _bulk("skip", keys, all_, Selection(kind=kind, reason=reason, step=step), note=note, by=by, yes=yes,
-          task_queue=task_queue, limit=limit, as_json=as_json, timeout=timeout, address=address,
-          namespace=namespace)  # fmt: skip
+retry = app.command("retry")(
+    _bulk_command(
+        "retry", "Retry, after a data fix, every parked saga that matches: shows them, asks, then reports each outcome."
+    )
+)
+skip = app.command("skip")(
+    _bulk_command(
+        "skip", "Skip, where the step allows it, the step every matching parked saga waits on (done by hand instead)."
+    )
+)
 
 
 def _bulk(
