@@ -12,6 +12,7 @@ the sagas that began under them are still proven to replay):
   `order_to_cash_partly_shipped_then_cancelled`: one parcel shipped, the rest cancelled, the shipped part invoiced.
 - `..._with_availability`: the `publish-availability` patch, availability published to the channels
   in the background after each reservation and release (`... record_histories.py orders` records only these).
+- `..._with_credit_hold_guard`: the `credit-hold-refuses-retry` patch (a retry or skip during a credit hold is refused).
 
 `order_to_cash_operator_*` and `return_to_refund_operator_retry` were recorded (by a one-off script, with
 the stand-in systems failing on purpose) just before the sagas recorded who retried, skipped or
@@ -61,7 +62,7 @@ from orderflow.workflows.return_to_refund import ReturnToRefund
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 # The newest generation's suffix (see the docstring), of orders and of returns.
-GENERATION = "_with_availability"
+GENERATION = "_with_credit_hold_guard"
 RETURN_GENERATION = "_with_availability"
 
 

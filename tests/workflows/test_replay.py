@@ -48,6 +48,11 @@ def test_histories_from_before_and_after_availability_publishing_are_replayed() 
     assert any(p.read_text().count('"publish_availability"') >= 2 for p in with_patch)
 
 
+def test_histories_from_before_and_after_the_credit_hold_guard_are_replayed() -> None:
+    assert [p for p in HISTORIES if "credit-hold-refuses-retry" in patches_in(p)], "no history with the patch"
+    assert [p for p in HISTORIES if "credit-hold-refuses-retry" not in patches_in(p)], "none from before it"
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_stored_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
